@@ -1,0 +1,1 @@
+"""Backbone zoo (being built)."""

@@ -1,0 +1,27 @@
+"""Errors for mistakes a user can make.
+
+Every package of the toolkit raises a subclass of :class:`ToolkitError` for an expected user
+mistake (a missing file, a wrong shape, an unknown name).  The command-line tools catch this one
+class and print its message without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ToolkitError(Exception):
+    """Base class of the errors whose message is meant for the user as it stands."""
+
+
+class InputShapeError(ToolkitError, ValueError):
+    """A tensor handed to a model or tokenizer has the wrong shape, dtype or size."""
+
+
+class CheckpointError(ToolkitError):
+    """A checkpoint file is unreadable, of an unknown layout, or does not fit the model."""
+
+
+class UnknownNameError(ToolkitError, KeyError):
+    """A backbone, method, dataset or config name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

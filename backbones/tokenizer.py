@@ -1,0 +1,247 @@
+"""Point tokenizer: farthest point sampling (FPS) of patch centres and kNN grouping.
+
+Semantics (REFERENCE.md §3): the first centre is point index 0; each next centre is the point
+with the largest squared distance to the already chosen set, the first index on ties.  Each
+centre's neighbourhood is its ``k`` nearest points by exact Euclidean distance (the centre is
+among them), sorted by distance, then expressed relative to the centre.
+
+Backends behind one interface:
+
+- ``"torch"``: plain PyTorch, CPU and CUDA, nothing to compile (the default).
+- ``"pytorch3d"``: ``pytorch3d.ops`` when it is importable (optional).
+- ``"auto"``: ``"torch"``; set ``PCCLORA_TOKENIZER_BACKEND=pytorch3d`` to prefer pytorch3d.
+  The torch path is the default because it is at least as fast on CPU (REFERENCE.md §3).
+
+``fps_naive`` and ``knn_naive`` are loop implementations of the same semantics that the tests
+use as the reference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+from torch import nn
+
+from .errors import InputShapeError, UnknownNameError
+
+BACKENDS = ("torch", "pytorch3d")
+
+
+def pytorch3d_available() -> bool:
+    """Whether ``pytorch3d.ops`` can be imported."""
+    return importlib.util.find_spec("pytorch3d") is not None
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here, ``"torch"`` first."""
+    return ["torch"] + (["pytorch3d"] if pytorch3d_available() else [])
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """Turn ``"auto"`` into a concrete backend name and check that it can run."""
+    if backend == "auto":
+        backend = os.environ.get("PCCLORA_TOKENIZER_BACKEND", "torch")
+        if backend == "pytorch3d" and not pytorch3d_available():
+            backend = "torch"
+    if backend not in BACKENDS:
+        raise UnknownNameError(
+            f"unknown tokenizer backend {backend!r}; choose one of {', '.join(('auto',) + BACKENDS)}"
+        )
+    if backend == "pytorch3d" and not pytorch3d_available():
+        raise UnknownNameError(
+            "tokenizer backend 'pytorch3d' was asked for but pytorch3d is not installed "
+            "(it comes from conda or a source build; the 'torch' backend needs nothing)"
+        )
+    return backend
+
+
+def check_points(points: torch.Tensor, name: str = "points") -> None:
+    """Raise :class:`InputShapeError` unless ``points`` is a floating tensor (B, N, 3)."""
+    if not isinstance(points, torch.Tensor):
+        raise InputShapeError(f"{name} must be a torch.Tensor of shape (B, N, 3), got {type(points).__name__}")
+    if points.dim() != 3 or points.shape[-1] != 3:
+        raise InputShapeError(f"{name} must have shape (B, N, 3), got {tuple(points.shape)}")
+    if not points.is_floating_point():
+        raise InputShapeError(f"{name} must be a floating-point tensor, got {points.dtype}")
+
+
+def _check_count(points: torch.Tensor, count: int, what: str) -> None:
+    if count < 1:
+        raise InputShapeError(f"{what} must be at least 1, got {count}")
+    if points.shape[1] < count:
+        raise InputShapeError(
+            f"the cloud has {points.shape[1]} points but {what} is {count}: "
+            f"give at least {count} points per cloud (or lower {what})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# torch backend
+# --------------------------------------------------------------------------------------------
+
+def _fps_torch(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+    batch, num_points, _ = points.shape
+    pts = points.float()
+    idx = torch.zeros(batch, num_samples, dtype=torch.long, device=points.device)
+    min_dist = torch.full((batch, num_points), float("inf"), device=points.device)
+    rows = torch.arange(batch, device=points.device)
+    last = torch.zeros(batch, dtype=torch.long, device=points.device)
+    for i in range(1, num_samples):
+        centre = pts[rows, last]  # (B, 3)
+        dist = (pts - centre[:, None, :]).square().sum(-1)
+        min_dist = torch.minimum(min_dist, dist)
+        last = torch.argmax(min_dist, dim=1)  # first index on ties
+        idx[:, i] = last
+    return idx
+
+
+def _knn_torch(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    # The non-matmul mode is exact; the matmul mode swaps near-tied neighbours (REFERENCE.md §3).
+    dist = torch.cdist(query.float(), points.float(), compute_mode="donot_use_mm_for_euclid_dist")
+    return dist.topk(k, dim=-1, largest=False, sorted=True).indices
+
+
+# --------------------------------------------------------------------------------------------
+# pytorch3d backend
+# --------------------------------------------------------------------------------------------
+
+def _fps_pytorch3d(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+    from pytorch3d.ops import sample_farthest_points
+
+    _, idx = sample_farthest_points(points.float(), K=num_samples, random_start_point=False)
+    return idx
+
+
+def _knn_pytorch3d(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    from pytorch3d.ops import knn_points
+
+    return knn_points(query.float(), points.float(), K=k, return_sorted=True).idx
+
+
+# --------------------------------------------------------------------------------------------
+# public interface
+# --------------------------------------------------------------------------------------------
+
+def farthest_point_sample(points: torch.Tensor, num_samples: int, backend: str = "auto") -> torch.Tensor:
+    """Indices of ``num_samples`` farthest-point-sampled points.
+
+    Args:
+        points: (B, N, 3) float tensor.
+        num_samples: S, at most N.
+        backend: ``"auto"``, ``"torch"`` or ``"pytorch3d"``.
+
+    Returns:
+        (B, S) long tensor; column 0 is always index 0.
+    """
+    check_points(points)
+    _check_count(points, num_samples, "num_samples")
+    if resolve_backend(backend) == "pytorch3d":
+        return _fps_pytorch3d(points, num_samples)
+    return _fps_torch(points, num_samples)
+
+
+def knn_query(query: torch.Tensor, points: torch.Tensor, k: int, backend: str = "auto") -> torch.Tensor:
+    """Indices of the ``k`` nearest ``points`` of every query point, nearest first.
+
+    Args:
+        query: (B, S, 3) float tensor.
+        points: (B, N, 3) float tensor.
+        k: neighbours per query, at most N.
+
+    Returns:
+        (B, S, k) long tensor of indices into ``points``.
+    """
+    check_points(query, "query")
+    check_points(points)
+    _check_count(points, k, "k (group_size)")
+    if resolve_backend(backend) == "pytorch3d":
+        return _knn_pytorch3d(query, points, k)
+    return _knn_torch(query, points, k)
+
+
+def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Pick points by index.
+
+    Args:
+        points: (B, N, C).
+        idx: (B, ...) long indices into N.
+
+    Returns:
+        (B, ..., C).
+    """
+    batch = points.shape[0]
+    flat = idx.reshape(batch, -1)
+    out = torch.gather(points, 1, flat[..., None].expand(-1, -1, points.shape[-1]))
+    return out.reshape(*idx.shape, points.shape[-1])
+
+
+def group_points(
+    points: torch.Tensor, num_group: int, group_size: int, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a cloud into ``num_group`` local patches of ``group_size`` points.
+
+    Args:
+        points: (B, N, 3) float tensor, N ≥ max(num_group, group_size).
+
+    Returns:
+        neighborhood: (B, G, k, 3) patch points relative to their centre.
+        center: (B, G, 3) patch centres in FPS order.
+    """
+    check_points(points)
+    _check_count(points, num_group, "num_group")
+    _check_count(points, group_size, "group_size")
+    backend = resolve_backend(backend)
+    center_idx = farthest_point_sample(points, num_group, backend)
+    center = gather_points(points, center_idx)
+    neighbour_idx = knn_query(center, points, group_size, backend)
+    neighborhood = gather_points(points, neighbour_idx) - center[:, :, None, :]
+    return neighborhood, center
+
+
+class Group(nn.Module):
+    """FPS + kNN tokenizer as a module (no parameters), named ``group_divider`` in the models."""
+
+    def __init__(self, num_group: int, group_size: int, backend: str = "auto") -> None:
+        super().__init__()
+        self.num_group = num_group
+        self.group_size = group_size
+        self.backend = backend
+
+    def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, 3) → neighborhood (B, G, k, 3), center (B, G, 3)."""
+        return group_points(points, self.num_group, self.group_size, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"num_group={self.num_group}, group_size={self.group_size}, backend={self.backend!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# references for the tests
+# --------------------------------------------------------------------------------------------
+
+def fps_naive(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Loop reference of :func:`farthest_point_sample` (float64, one cloud at a time)."""
+    out = []
+    for cloud in points.double():
+        chosen = [0]
+        best = ((cloud - cloud[0]) ** 2).sum(-1)
+        for _ in range(1, num_samples):
+            nxt = int(torch.nonzero(best == best.max())[0])
+            chosen.append(nxt)
+            best = torch.minimum(best, ((cloud - cloud[nxt]) ** 2).sum(-1))
+        out.append(chosen)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def knn_naive(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    """Loop reference of :func:`knn_query`: full sort of exact float64 distances, stable."""
+    out = []
+    for q_cloud, p_cloud in zip(query.double(), points.double()):
+        rows = []
+        for q in q_cloud:
+            dist = ((p_cloud - q) ** 2).sum(-1)
+            rows.append(torch.sort(dist, stable=True).indices[:k])
+        out.append(torch.stack(rows))
+    return torch.stack(out)
