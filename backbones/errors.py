@@ -20,6 +20,10 @@ class CheckpointError(ToolkitError):
     """A checkpoint file is unreadable, of an unknown layout, or does not fit the model."""
 
 
+class ModelConfigError(ToolkitError, ValueError):
+    """A model size or option that cannot be built (e.g. a width not divisible by the heads)."""
+
+
 class UnknownNameError(ToolkitError, KeyError):
     """A backbone, method, dataset or config name that is not registered."""
 

@@ -1,0 +1,304 @@
+"""Reading checkpoints of every published layout into the backbones (REFERENCE.md §2).
+
+All key remapping lives in :func:`checkpoint_filter_fn`. Layouts it recognises:
+
+=====================  ========================================================  ===========
+layout                 how it is recognised / what happens                       default
+=====================  ========================================================  ===========
+``point_mae_pretrain`` ``MAE_encoder.*`` keys (Point-MAE ``pretrain.pth``, ReCon): non-strict
+                       ``MAE_encoder.X`` → ``X``; decoder-side keys stay and are
+                       reported unexpected. Expected: 156 loaded; missing
+                       ``cls_token``, ``cls_pos``, head; 53 unexpected.
+``point_bert_pretrain`` ``transformer_q.*`` keys (``Point-BERT.pth``):            non-strict
+                       ``transformer_q.X`` → ``X``; ``transformer_q.cls_head.*``,
+                       ``transformer_k.*``, ``dvae.*``, ``queue*`` are ignored.
+                       Expected: 160 loaded; missing = head; unexpected =
+                       ``mask_token``, ``lm_head.weight``, ``lm_head.bias``.
+``act_pretrain``       ``ACT_encoder.*`` (ACT): prefix stripped.                 non-strict
+``pointgpt_pretrain``  ``GPT_Transformer.*`` (PointGPT): prefix stripped.        non-strict
+``finetuned``          the model's own keys inside ``base_model`` / ``model`` /   strict
+                       ``state_dict`` (official fine-tuned releases, this
+                       toolkit's exports).
+``state_dict``         a bare state dict with the model's own keys.              strict
+=====================  ========================================================  ===========
+
+Everywhere a leading ``module.`` (DataParallel) and ``base_model.`` are stripped first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+#: Keys that hold the model's state dict inside a training checkpoint, in lookup order.
+CONTAINER_KEYS = ("base_model", "model", "state_dict")
+#: Prefixes removed from every key before the layout is decided.
+WRAPPER_PREFIXES = ("module.", "base_model.")
+#: Encoder prefixes of pre-training checkpoints: layout name → prefix.
+PRETRAIN_PREFIXES = {
+    "point_mae_pretrain": "MAE_encoder.",
+    "act_pretrain": "ACT_encoder.",
+    "pointgpt_pretrain": "GPT_Transformer.",
+}
+#: Point-BERT pre-training: the query encoder is kept, except its contrastive head.
+POINT_BERT_ENCODER = "transformer_q."
+POINT_BERT_DROPPED = ("transformer_q.cls_head.", "transformer_k.", "dvae.", "queue")
+STRICT_LAYOUTS = ("finetuned", "state_dict")
+
+
+@dataclass
+class RemappedCheckpoint:
+    """A checkpoint turned into this model family's key names.
+
+    Attributes:
+        state_dict: tensors under the model's key names (unknown keys kept as they are).
+        layout: the recognised layout (see the module docstring).
+        ignored: keys the layout rule drops on purpose (momentum encoder, dVAE, queue, ...)
+            and entries that are not tensors.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    layout: str
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def strict_by_default(self) -> bool:
+        """Fine-tuned and plain layouts must match the model exactly; pre-training ones not."""
+        return self.layout in STRICT_LAYOUTS
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did.
+
+    Attributes:
+        layout: recognised layout name.
+        source: the file path, or ``"<dict>"``.
+        loaded: model keys that received a tensor.
+        missing: model keys the checkpoint did not provide (they keep their initial values).
+        unexpected: checkpoint keys (after remapping) that the model does not have.
+        ignored: checkpoint keys dropped on purpose by the layout rule.
+    """
+
+    layout: str
+    source: str
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    ignored: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few human-readable lines: counts, then the missing and unexpected key names."""
+        lines = [
+            f"checkpoint {self.source} (layout {self.layout}): {len(self.loaded)} tensors loaded, "
+            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.ignored)} ignored"
+        ]
+        if self.missing:
+            lines.append("  missing (kept at init): " + _short_list(self.missing))
+        if self.unexpected:
+            lines.append("  unexpected (not used): " + _short_list(self.unexpected))
+        return "\n".join(lines)
+
+
+def _short_list(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------
+# reading files
+# --------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file onto the CPU.
+
+    ``weights_only=True`` is tried first. Official training checkpoints also pickle their
+    metrics (numpy scalars, metric objects) next to the weights, which the weights-only
+    unpickler refuses; for those the file is read again with ``weights_only=False``. That runs
+    the pickle, so it is only ever done for a path the user handed over explicitly — never load
+    a checkpoint from a source you do not trust.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not a torch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            logger.info("%s holds non-tensor Python objects; reading it with weights_only=False", path)
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"— the file is truncated, corrupt or not a PyTorch checkpoint; download or export it again"
+        ) from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(obj).__name__}, expected a dict (a state dict or "
+            f"a training checkpoint with a 'base_model' entry)"
+        )
+    return dict(obj)
+
+
+# --------------------------------------------------------------------------------------------
+# remapping
+# --------------------------------------------------------------------------------------------
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                changed = True
+    return key
+
+
+def _unwrap(checkpoint: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
+    """The state dict inside a training checkpoint, and whether it came from a container."""
+    for key in CONTAINER_KEYS:
+        inner = checkpoint.get(key)
+        if isinstance(inner, Mapping):
+            return inner, True
+    return checkpoint, False
+
+
+def checkpoint_filter_fn(checkpoint: Mapping[str, Any]) -> RemappedCheckpoint:
+    """Turn any supported checkpoint layout into the backbone's key names.
+
+    Args:
+        checkpoint: a training checkpoint (``{'base_model': sd, ...}``, ``{'model': sd}``,
+            ``{'state_dict': sd}``) or a bare state dict, as returned by ``torch.load``.
+
+    Returns:
+        The remapped tensors, the layout name and the keys dropped on purpose.
+    """
+    raw, from_container = _unwrap(checkpoint)
+    tensors: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for key, value in raw.items():
+        if isinstance(value, torch.Tensor):
+            tensors[_strip_prefixes(str(key))] = value
+        else:
+            ignored.append(str(key))
+
+    if any(key.startswith(POINT_BERT_ENCODER) for key in tensors):
+        layout = "point_bert_pretrain"
+        remapped = {}
+        for key, value in tensors.items():
+            if key.startswith(POINT_BERT_DROPPED):
+                ignored.append(key)
+            elif key.startswith(POINT_BERT_ENCODER):
+                remapped[key[len(POINT_BERT_ENCODER):]] = value
+            else:
+                remapped[key] = value
+        return RemappedCheckpoint(remapped, layout, ignored)
+
+    for layout, prefix in PRETRAIN_PREFIXES.items():
+        if any(key.startswith(prefix) for key in tensors):
+            remapped = {(key[len(prefix):] if key.startswith(prefix) else key): v for key, v in tensors.items()}
+            return RemappedCheckpoint(remapped, layout, ignored)
+
+    return RemappedCheckpoint(tensors, "finetuned" if from_container else "state_dict", ignored)
+
+
+# --------------------------------------------------------------------------------------------
+# loading into a model
+# --------------------------------------------------------------------------------------------
+
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    return tuple(f"{name}." for name in getattr(model, "head_module_names", ()))
+
+
+def load_checkpoint(
+    model: nn.Module,
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    strict: bool | None = None,
+) -> LoadReport:
+    """Load a checkpoint of any supported layout into ``model``.
+
+    Args:
+        model: a backbone from :func:`backbones.create_backbone` (or any module whose key names
+            follow REFERENCE.md §1).
+        source: a file path, or a dict already read with ``torch.load``.
+        strict: require that the checkpoint covers every model key and has no extra keys.
+            ``None`` (default): strict for fine-tuned / plain layouts, non-strict for
+            pre-training layouts (which lack the cls token and the head by design).
+
+    Returns:
+        A :class:`LoadReport`. Nothing is written into the model when an error is raised.
+
+    Raises:
+        CheckpointError: unreadable file, a tensor whose shape differs from the model's (the
+            message names the key and both shapes), nothing of the backbone in the checkpoint,
+            or — when strict — missing or unexpected keys.
+    """
+    if isinstance(source, Mapping):
+        checkpoint, source_name = source, "<dict>"
+    else:
+        checkpoint, source_name = read_checkpoint(source), str(source)
+    remapped = checkpoint_filter_fn(checkpoint)
+    strict = remapped.strict_by_default if strict is None else strict
+
+    model_state = model.state_dict()
+    ckpt = remapped.state_dict
+    loaded = [key for key in model_state if key in ckpt]
+    missing = [key for key in model_state if key not in ckpt]
+    unexpected = [key for key in ckpt if key not in model_state]
+
+    mismatched = [key for key in loaded if tuple(ckpt[key].shape) != tuple(model_state[key].shape)]
+    if mismatched:
+        details = "; ".join(
+            f"{key}: checkpoint {tuple(ckpt[key].shape)} vs model {tuple(model_state[key].shape)}"
+            for key in mismatched[:5]
+        )
+        more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
+        raise CheckpointError(
+            f"checkpoint {source_name} (layout {remapped.layout}) does not fit the model: {details}{more}. "
+            f"Build the model with the sizes the checkpoint was trained with (num_classes, trans_dim, "
+            f"encoder_dims, ...)"
+        )
+
+    head = _head_prefixes(model)
+    if not any(not key.startswith(head) for key in loaded):
+        sample = ", ".join(list(ckpt)[:5]) or "(no tensors)"
+        raise CheckpointError(
+            f"checkpoint {source_name} contains nothing of the {type(model).__name__} backbone; "
+            f"its first keys are: {sample}. Expected official Point-MAE/Point-BERT keys such as "
+            f"'blocks.blocks.0.attn.qkv.weight' (optionally under 'base_model', 'module.', "
+            f"'MAE_encoder.' or 'transformer_q.')"
+        )
+
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"checkpoint {source_name} (layout {remapped.layout}) does not match the model exactly: "
+            f"{len(missing)} missing [{_short_list(missing, 6)}], {len(unexpected)} unexpected "
+            f"[{_short_list(unexpected, 6)}]. Pass strict=False to load what matches"
+        )
+
+    model.load_state_dict({key: ckpt[key] for key in loaded}, strict=False)
+    return LoadReport(
+        layout=remapped.layout,
+        source=source_name,
+        loaded=loaded,
+        missing=missing,
+        unexpected=unexpected,
+        ignored=remapped.ignored,
+    )

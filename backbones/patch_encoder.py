@@ -1,0 +1,44 @@
+"""Mini-PointNet that turns each point patch into one token (REFERENCE.md §1).
+
+Layer indices match the official ``Encoder`` so state dicts load strictly:
+``first_conv.{0,1,3}`` and ``second_conv.{0,1,3}`` (Conv1d, BatchNorm1d, ReLU, Conv1d).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PatchEncoder(nn.Module):
+    """Shared point-wise MLP with two max-pools: (B, G, k, 3) → (B, G, ``encoder_dims``).
+
+    The first stage's pooled (global) feature is concatenated to every point's local feature
+    before the second stage, so each point sees its whole patch.
+    """
+
+    def __init__(self, encoder_dims: int) -> None:
+        super().__init__()
+        self.encoder_dims = encoder_dims
+        self.first_conv = nn.Sequential(
+            nn.Conv1d(3, 128, 1),
+            nn.BatchNorm1d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(128, 256, 1),
+        )
+        self.second_conv = nn.Sequential(
+            nn.Conv1d(512, 512, 1),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(512, encoder_dims, 1),
+        )
+
+    def forward(self, neighborhood: torch.Tensor) -> torch.Tensor:
+        """neighborhood (B, G, k, 3) → tokens (B, G, encoder_dims)."""
+        batch, groups, size, _ = neighborhood.shape
+        x = neighborhood.reshape(batch * groups, size, 3).transpose(1, 2)  # (BG, 3, k)
+        local = self.first_conv(x)  # (BG, 256, k)
+        pooled = local.amax(dim=2, keepdim=True)  # (BG, 256, 1)
+        x = torch.cat([pooled.expand(-1, -1, size), local], dim=1)  # (BG, 512, k)
+        x = self.second_conv(x).amax(dim=2)  # (BG, encoder_dims)
+        return x.reshape(batch, groups, self.encoder_dims)
