@@ -1,0 +1,245 @@
+"""Run configurations: packaged YAML files, ``_base_`` inheritance and ``--set`` overrides.
+
+A configuration is a nested dict with six sections (``backbone``, ``peft``, ``dataset``,
+``optimizer``, ``scheduler``, ``training``). Every file is merged on top of the packaged
+``_base_/defaults.yaml``, which is also the schema: a key that is not there is a mistake and is
+reported with the nearest valid key. The ``peft`` block belongs to :mod:`pcclora.peft`; its keys
+and defaults come from :func:`pcclora.resolve_peft_config`.
+
+>>> cfg = load_config("scanobjectnn_hardest", ["peft.rank=4"])  # doctest: +SKIP
+>>> cfg["peft"]["rank"]                                          # doctest: +SKIP
+4
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backbones.errors import ToolkitError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
+BASE_KEY = "_base_"
+PEFT_SECTION = "peft"
+
+
+class ConfigError(ToolkitError):
+    """A config file, name, key or override value that cannot be used."""
+
+
+def available_configs() -> list[str]:
+    """Names of the packaged configs (without ``.yaml``), ``_base_`` pieces excluded."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def _nearest(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """Find a config file.
+
+    An existing path (absolute, relative to the current folder, or relative to
+    ``relative_to`` for ``_base_`` entries) is used as given; otherwise a bare name such as
+    ``scanobjectnn_hardest`` or ``scanobjectnn_hardest.yaml`` is looked up among the packaged
+    configs.
+    """
+    raw = Path(name_or_path).expanduser()
+    candidates = [raw]
+    if relative_to is not None and not raw.is_absolute():
+        candidates.insert(0, relative_to / raw)
+    if not raw.is_absolute():
+        candidates.append(CONFIG_DIR / raw)
+        if raw.suffix != ".yaml":
+            candidates.append(CONFIG_DIR / raw.with_name(raw.name + ".yaml"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    names = available_configs()
+    raise ConfigError(
+        f"config {str(name_or_path)!r} not found (neither a file nor a packaged config)"
+        f"{_nearest(raw.stem, names)}; packaged configs: {', '.join(names)}"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A new dict: ``update`` merged into ``base``; nested mappings merge, anything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's mapping with its ``_base_`` files (a name or a list) merged underneath."""
+    if path in chain:
+        cycle = " -> ".join(str(p.name) for p in (*chain, path))
+        raise ConfigError(f"config {path} inherits from itself ({cycle}); remove the cycle in '_base_'")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = resolve_config_path(base, relative_to=path.parent)
+        merged = deep_merge(merged, _load_with_bases(base_path, (*chain, path)))
+    return deep_merge(merged, data)
+
+
+def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> None:
+    """Every key of ``config`` must exist in ``schema`` (the defaults), except inside ``peft``."""
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            valid = [f"{prefix}{name}" for name in schema]
+            raise ConfigError(
+                f"unknown config key {dotted!r}{_nearest(dotted, valid)}; valid keys here: {', '.join(valid)}"
+            )
+        if dotted == PEFT_SECTION:
+            continue
+        if isinstance(schema[key], Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {dotted!r} must be a section (a mapping), got {value!r}")
+            _check_keys(value, schema[key], prefix=f"{dotted}.")
+
+
+def _resolve_peft(block: Mapping[str, Any] | None) -> dict[str, Any]:
+    from pcclora.peft import resolve_peft_config  # the adapters own the peft block's schema
+
+    return dict(resolve_peft_config(block))
+
+
+def _dotted_keys(config: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+    return keys
+
+
+def _type_name(value: Any) -> str:
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+
+
+def _check_override_type(dotted: str, old: Any, new: Any) -> Any:
+    """``new`` if it may replace ``old`` (same type; an int where a float is; anything for None)."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        if isinstance(old, bool) and isinstance(new, bool):
+            return new
+    elif isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    elif isinstance(old, type(new)) or isinstance(new, type(old)):
+        return new
+    raise ConfigError(
+        f"--set {dotted}={new!r}: expected {_type_name(old)} like the current value {old!r}, "
+        f"got {_type_name(new)}"
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"training.seed=3"`` -> (``["training", "seed"]``, 3); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key.sub=value, e.g. --set training.seed=1")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(config: dict[str, Any], reference: Mapping[str, Any], text: str) -> None:
+    """Apply one ``key.sub=value`` to ``config`` in place, checked against ``reference``.
+
+    ``reference`` is the fully resolved config (defaults filled), so a key the user did not
+    write but that has a default can be overridden, and the value is type-checked against it.
+    """
+    path, value = parse_override(text)
+    node_ref: Any = reference
+    for depth, part in enumerate(path):
+        dotted = ".".join(path[: depth + 1])
+        if not isinstance(node_ref, Mapping) or part not in node_ref:
+            valid = _dotted_keys(reference)
+            raise ConfigError(f"--set {text!r}: unknown config key {dotted!r}{_nearest('.'.join(path), valid)}")
+        node_ref = node_ref[part]
+    if isinstance(node_ref, Mapping):
+        raise ConfigError(f"--set {text!r}: {'.'.join(path)!r} is a section; set one of its keys instead")
+    value = _check_override_type(".".join(path), node_ref, value)
+    node = config
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def _merge_onto_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = _read_yaml(DEFAULTS_FILE)
+    _check_keys(raw, defaults)
+    return deep_merge(defaults, raw)
+
+
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Load a config by packaged name or path, apply ``--set`` overrides, fill all defaults.
+
+    Args:
+        name_or_path: ``"scanobjectnn_hardest"``, ``"scanobjectnn_hardest.yaml"`` or a path.
+        overrides: ``"section.key=value"`` strings; values are parsed as YAML and must have the
+            type of the value they replace.
+
+    Returns:
+        The resolved config (a plain nested dict), with ``config["name"]`` set to the file stem.
+
+    Raises:
+        ConfigError: unknown name, invalid YAML, unknown key (with the nearest valid one), a
+            value of the wrong type, or an invalid ``peft`` block.
+    """
+    path = resolve_config_path(name_or_path)
+    raw = _load_with_bases(path)
+    raw.pop("name", None)
+    return config_from_dict(raw, overrides, name=path.stem)
+
+
+def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config") -> dict[str, Any]:
+    """Resolve an already loaded mapping (e.g. a run's saved ``config.yaml``) like :func:`load_config`."""
+    raw = {key: value for key, value in raw.items() if key != "name"}
+    merged = _merge_onto_defaults(raw)
+    overrides = list(overrides)
+    if overrides:
+        reference = copy.deepcopy(merged)
+        reference[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
+        for text in overrides:
+            apply_override(merged, reference, text)
+        _check_keys({k: v for k, v in merged.items()}, _read_yaml(DEFAULTS_FILE))
+    merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
+    merged["name"] = name
+    return merged
+
+
+def dump_config(config: Mapping[str, Any]) -> str:
+    """The config as YAML text, keys in the order they were defined."""
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)

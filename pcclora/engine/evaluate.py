@@ -1,0 +1,99 @@
+"""Evaluation on the test split: plain (FPS to npoints) and N-vote averaging.
+
+Voting, as in the reference's ``validate_vote``: for each test batch, FPS to the training pool
+size (``fps_points_for(npoints)``), then ``num_votes`` times a random subset of ``npoints`` of
+that pool plus a random scale-and-translate; the logits of the votes are **averaged** and the
+argmax is the prediction. It is one run with one seed; the reference's ``--test`` repeats it
+299 times and keeps the maximum, which this toolkit never does.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from backbones.tokenizer import farthest_point_sample, gather_points
+from datasets.transforms import fps_points_for, fps_subsample, scale_and_translate
+from pcclora.engine.distributed import DistributedContext, all_gather_objects
+from pcclora.engine.metrics import Accuracy
+
+
+def autocast(device: torch.device, enabled: bool) -> Any:
+    """bf16 autocast on CUDA when enabled; nothing otherwise."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _gather_accuracy(
+    predictions: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int, context: DistributedContext
+) -> Accuracy:
+    local = (torch.cat(predictions).cpu(), torch.cat(labels).cpu())
+    shards = all_gather_objects(local, context)
+    all_predictions = torch.cat([shard[0] for shard in shards])
+    all_labels = torch.cat([shard[1] for shard in shards])
+    return Accuracy.from_predictions(all_predictions, all_labels, num_classes)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    npoints: int,
+    num_classes: int,
+    context: DistributedContext,
+    amp: bool = False,
+) -> Accuracy:
+    """OA / mAcc / confusion of ``model`` on the loader's samples, each FPS-sampled to ``npoints``."""
+    model.eval()
+    predictions, labels = [], []
+    for points, target in loader:
+        points = fps_subsample(points.to(context.device, non_blocking=True), npoints)[..., :3].contiguous()
+        with autocast(context.device, amp):
+            logits = model(points)
+        predictions.append(logits.argmax(dim=-1))
+        labels.append(target)
+    return _gather_accuracy(predictions, labels, num_classes, context)
+
+
+@torch.no_grad()
+def evaluate_votes(
+    model: nn.Module,
+    loader: DataLoader,
+    npoints: int,
+    num_classes: int,
+    num_votes: int,
+    augment: dict[str, Any],
+    generator: torch.Generator,
+    context: DistributedContext,
+    amp: bool = False,
+) -> Accuracy:
+    """Accuracy of the logits averaged over ``num_votes`` random subsets + scale/translate.
+
+    Args:
+        augment: the ``dataset.augment`` section (scale_low, scale_high, translate).
+        generator: CPU generator for the subsets and the scales (the run's seed decides them).
+    """
+    model.eval()
+    predictions, labels = [], []
+    for points, target in loader:
+        points = points.to(context.device, non_blocking=True)[..., :3].contiguous()
+        pool_size = min(fps_points_for(npoints), points.shape[1])
+        pool = gather_points(points, farthest_point_sample(points, pool_size))
+        logit_sum = None
+        for _ in range(num_votes):
+            order = torch.rand(points.shape[0], pool_size, generator=generator).argsort(dim=1)[:, :npoints]
+            vote_points = gather_points(pool, order.to(context.device))
+            vote_points = scale_and_translate(
+                vote_points, augment["scale_low"], augment["scale_high"], augment["translate"], generator=generator
+            )
+            with autocast(context.device, amp):
+                logits = model(vote_points).float()
+            logit_sum = logits if logit_sum is None else logit_sum + logits
+        predictions.append((logit_sum / num_votes).argmax(dim=-1))
+        labels.append(target)
+    return _gather_accuracy(predictions, labels, num_classes, context)

@@ -1,0 +1,55 @@
+"""Training curves and the confusion matrix as PNG files (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window (servers, tests, DDP workers)
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Three panels against the epoch: train loss, test OA / mAcc (and train acc), lr."""
+    epochs = [row["epoch"] for row in history]
+    figure, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [row["train_acc"] for row in history], label="train acc")
+    ax_acc.plot(epochs, [row["test_oa"] for row in history], label="test OA")
+    ax_acc.plot(epochs, [row["test_macc"] for row in history], label="test mAcc")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend()
+    ax_lr.plot(epochs, [row["lr"] for row in history])
+    ax_lr.set_xlabel("epoch")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix (true class per row) with the class names on the axes."""
+    counts = confusion.to(torch.float64)
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+    size = max(5.0, 0.3 * len(class_names) + 2.0)
+    figure, axis = plt.subplots(figsize=(size + 1.0, size))
+    image = axis.imshow(rates.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, labels=class_names, rotation=90, fontsize=7)
+    axis.set_yticks(ticks, labels=class_names, fontsize=7)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

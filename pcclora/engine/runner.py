@@ -1,0 +1,454 @@
+"""The two jobs the command-line tools run: fine-tune a config, and evaluate a checkpoint.
+
+:func:`finetune` trains epochs ``0..training.max_epoch`` (or continues a run), evaluates on the
+test split after every epoch, keeps ``last.pth`` / ``best.pth`` and the run folder up to date,
+and optionally votes and exports at the end. :func:`evaluate_checkpoint` rebuilds a model from a
+run checkpoint (or an official fine-tuned file) and reports its accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from backbones.errors import CheckpointError
+from pcclora.config import ConfigError, config_from_dict
+from pcclora.engine.checkpoint import (
+    RUN_CHECKPOINT_FORMAT,
+    is_run_checkpoint,
+    read_checkpoint_file,
+    restore_rng_state,
+    rng_state,
+    save_atomic,
+)
+from pcclora.engine.data import RunData, build_run_data, derive_seed, seed_everything, test_loader, train_loader
+from pcclora.engine.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    barrier,
+    init_distributed,
+    shutdown_distributed,
+)
+from pcclora.engine.evaluate import evaluate, evaluate_votes
+from pcclora.engine.metrics import Accuracy
+from pcclora.engine.model import build_model, describe_trainable, load_official_model, unwrap
+from pcclora.engine.optim import build_optimizer
+from pcclora.engine.plots import plot_confusion, plot_curves
+from pcclora.engine.run_folder import RunFolder
+from pcclora.engine.schedule import build_schedule
+from pcclora.engine.trainer import NonFiniteLossError, train_one_epoch
+
+# Separate random streams of a run, so that adding one (e.g. voting) never shifts another.
+AUGMENT_STREAM = 2
+VOTE_STREAM = 3
+
+
+def default_output(config: dict[str, Any]) -> Path:
+    """``runs/<config name>/<UTC time>-seed<seed>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / config["name"] / f"{stamp}-seed{config['training']['seed']}"
+
+
+def configure_determinism(config: dict[str, Any], context: DistributedContext, log: Any) -> None:
+    """Deterministic kernels when asked; AMP only where it exists (bf16 on CUDA)."""
+    training = config["training"]
+    if training["deterministic"]:
+        if context.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+    if training["amp"] and context.device.type != "cuda":
+        log("note: training.amp (bf16 autocast) is CUDA only; running in fp32 on the CPU")
+        training["amp"] = False
+
+
+def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, run: RunFolder) -> dict[str, Any]:
+    """Log parameter counts (and compute figures when the profiler is there); return the counts."""
+    import pcclora
+
+    counts = pcclora.count_parameters(model)
+    share = 100.0 * counts["trainable"] / max(counts["total"], 1)
+    run.log(
+        f"method {config['peft']['method']}: {counts['total']:,} parameters, {counts['trainable']:,} trainable "
+        f"({share:.2f}%); trainable modules: {describe_trainable(model)}"
+    )
+    run.log("parameter groups: " + ", ".join(f"{key} {value:,}" for key, value in counts["groups"].items()))
+    if config["training"]["profile"] and context.is_main:
+        try:
+            from pcclora.profiler import profile
+        except ImportError:
+            profile = None
+        if profile is not None:
+            sample = data.test[0][0][None, :, :3].to(context.device)
+            points = sample[:, : config["dataset"]["npoints"]]
+            figures = profile(model, points)
+            run.log(
+                f"compute at batch 1, {points.shape[1]} points: {figures['macs_conv_linear'] / 1e9:.3f} G conv+linear "
+                f"MACs, {figures['macs_with_attention'] / 1e9:.3f} G with attention, {figures['flops'] / 1e9:.3f} GFLOPs"
+            )
+    return counts
+
+
+def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
+    """A tqdm bar on the main process' console (silent when stderr is not a terminal)."""
+    bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True)
+
+    def update(index: int, num_batches: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if index + 1 == num_batches:
+            bar.close()
+
+    return update
+
+
+def _summary(
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    num_classes: int,
+    counts: dict[str, Any],
+    status: str,
+    run: RunFolder,
+    vote: Accuracy | None,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "config": config["name"],
+        "method": config["peft"]["method"],
+        "backbone": config["backbone"]["name"],
+        "backbone_checkpoint": config["backbone"]["checkpoint"],
+        "dataset": config["dataset"]["name"],
+        "seed": config["training"]["seed"],
+        "status": status,
+        "num_classes": num_classes,
+        "epochs_run": len(history),
+        "params_total": counts["total"],
+        "params_trainable": counts["trainable"],
+        "param_groups": dict(counts["groups"]),
+        "wall_seconds": round(wall_seconds, 1),
+        "run_folder": str(run.root),
+    }
+    if history:
+        best = max(history, key=lambda row: (row["test_oa"], -row["epoch"]))
+        last = history[-1]
+        summary.update(
+            best_epoch=best["epoch"],
+            best_oa=best["test_oa"],
+            best_macc=best["test_macc"],
+            last_epoch=last["epoch"],
+            last_oa=last["test_oa"],
+            last_macc=last["test_macc"],
+        )
+    if vote is not None:
+        summary.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=config["training"]["vote"])
+    return summary
+
+
+def _checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    config: dict[str, Any],
+    epoch: int,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    import pcclora
+
+    return {
+        "format": RUN_CHECKPOINT_FORMAT,
+        "version": 1,
+        "adapter": pcclora.adapter_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {**schedule.state_dict(), "last_epoch": epoch},
+        "rng": rng_state(),
+        "config": config,
+        "epoch": epoch,
+        "metrics": dict(history[-1]),
+        "history": [dict(row) for row in history],
+    }
+
+
+def finetune(
+    config: dict[str, Any],
+    output: Path | str | None = None,
+    resume: dict[str, Any] | None = None,
+    export: Path | str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``config`` and write the run folder; returns the summary (also ``summary.json``).
+
+    Args:
+        config: a resolved config (:func:`pcclora.load_config`).
+        output: the run folder; None = :func:`default_output`.
+        resume: a run checkpoint (``last.pth`` read by the caller) to continue from its next epoch.
+        export: write the merged model of the last epoch as ``{'base_model': state_dict}`` to this
+            path; ``""`` = ``<run folder>/model_merged.pth``; None = no export.
+
+    Raises:
+        ToolkitError subclasses for user mistakes; :class:`NonFiniteLossError` when the loss
+        diverges (``last.pth`` then still holds the last good epoch).
+    """
+    started = time.perf_counter()
+    context = init_distributed(config["training"]["device"])
+    try:
+        return _finetune(config, output, resume, export, context, started)
+    finally:
+        shutdown_distributed()
+
+
+def _finetune(
+    config: dict[str, Any],
+    output: Path | str | None,
+    resume: dict[str, Any] | None,
+    export: Path | str | None,
+    context: DistributedContext,
+    started: float,
+) -> dict[str, Any]:
+    root = Path(output) if output is not None else default_output(config)
+    root = Path(all_gather_objects(str(root), context)[0])  # one folder name for every rank
+    run = RunFolder(root, active=context.is_main, use_tensorboard=config["training"]["tensorboard"])
+    training = config["training"]
+    seed = training["seed"]
+    configure_determinism(config, context, run.log)
+    run.write_config(config)
+    run.log(f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, processes {context.world_size})")
+
+    data = build_run_data(config["dataset"], run.log)
+    run.log(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
+    model = build_model(config, data.num_classes, run.log).to(context.device)
+    counts = _log_model(model, config, data, context, run)
+    optimizer = build_optimizer(model, config["optimizer"])
+    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume is not None:
+        import pcclora
+
+        pcclora.load_adapter_state_dict(model, resume["adapter"])
+        optimizer.load_state_dict(resume["optimizer"])
+        restore_rng_state(resume["rng"])
+        history = [dict(row) for row in resume["history"]]
+        start_epoch = resume["epoch"] + 1
+        run.log(f"resumed from epoch {resume['epoch']}; continuing with epoch {start_epoch}")
+
+    core = model
+    if context.enabled:
+        device_ids = [context.device.index] if context.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    test_data = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
+    num_classes = unwrap(model).num_classes
+    max_epoch = training["max_epoch"]
+    status = "finished"
+    vote: Accuracy | None = None
+    last_accuracy: Accuracy | None = None
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, max_epoch + 1):
+            epoch_started = time.perf_counter()
+            seed_everything(derive_seed(seed, epoch, context.rank))
+            generator = torch.Generator().manual_seed(derive_seed(seed, epoch, context.rank, AUGMENT_STREAM))
+            lr = schedule.apply(optimizer, epoch)
+            loader = train_loader(data.train, training["batch_size"], seed, epoch, context, training["num_workers"])
+            stats = train_one_epoch(
+                model, core, loader, optimizer, config, generator, context, epoch, _progress_bar(context, epoch, len(loader))
+            )
+            last_accuracy = evaluate(model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"])
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": stats.loss,
+                "train_ce": stats.ce,
+                "train_sade": stats.sade,
+                "train_acc": stats.acc,
+                "test_oa": last_accuracy.overall,
+                "test_macc": last_accuracy.mean_class,
+                "epoch_seconds": time.perf_counter() - epoch_started,
+            }
+            improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
+            history.append(row)
+            if context.is_main:
+                state = _checkpoint(core, optimizer, schedule, config, epoch, history)
+                save_atomic(state, run.last_checkpoint)
+                if improved:
+                    save_atomic(state, run.best_checkpoint)
+                run.write_metrics(history)
+                run.add_scalars(row)
+                plot_curves(history, run.root / "curves.png")
+            best = max(history, key=lambda old: (old["test_oa"], -old["epoch"]))
+            run.log(
+                f"epoch {epoch:3d}/{max_epoch}  lr {lr:.2e}  loss {stats.loss:.4f}  train acc {stats.acc:6.2f}  "
+                f"test OA {row['test_oa']:6.2f}  mAcc {row['test_macc']:6.2f}  "
+                f"(best OA {best['test_oa']:.2f} @ {best['epoch']})  {row['epoch_seconds']:.1f}s"
+            )
+            barrier(context)
+        if training["vote"] > 0:
+            generator = torch.Generator().manual_seed(derive_seed(seed, VOTE_STREAM, context.rank))
+            vote = evaluate_votes(
+                model, test_data, config["dataset"]["npoints"], num_classes, training["vote"],
+                config["dataset"]["augment"], generator, context, training["amp"],
+            )
+            run.log(
+                f"voting ({training['vote']} votes, logits averaged, one run): OA {vote.overall:.2f}  mAcc {vote.mean_class:.2f}"
+            )
+        if export is not None and context.is_main:
+            path = export_merged(core, export or run.root / "model_merged.pth")
+            run.log(f"exported the merged model (official fine-tuned layout) to {path}")
+    except KeyboardInterrupt:
+        status = "interrupted"
+        run.log(
+            f"interrupted during epoch {epoch}: {run.last_checkpoint} holds the last finished epoch; "
+            f"continue with: python tools/finetune.py --output {run.root} --resume"
+        )
+    except NonFiniteLossError as error:
+        status = "stopped: non-finite loss"
+        kept = f"{run.last_checkpoint} (epoch {history[-1]['epoch']})" if history else "no checkpoint (first epoch)"
+        _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+        raise NonFiniteLossError(
+            f"{error}. The last good checkpoint is kept: {kept}. Lower optimizer.lr or training.grad_clip "
+            f"and continue with --resume, or start again"
+        ) from None
+    return _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+
+
+def _finish(
+    run: RunFolder,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    num_classes: int,
+    counts: dict[str, Any],
+    status: str,
+    vote: Accuracy | None,
+    last_accuracy: Accuracy | None,
+    data: RunData,
+    started: float,
+) -> dict[str, Any]:
+    """Write summary.json and confusion.png, print the final summary; return the summary."""
+    summary = _summary(config, history, num_classes, counts, status, run, vote, time.perf_counter() - started)
+    run.write_summary(summary)
+    if run.active and last_accuracy is not None:
+        names = list(data.class_names) + [f"class {index}" for index in range(len(data.class_names), num_classes)]
+        plot_confusion(last_accuracy.confusion, names[:num_classes], run.root / "confusion.png", f"test, epoch {history[-1]['epoch']}")
+    if history:
+        run.log(
+            f"summary ({status}): best OA {summary['best_oa']:.2f} (mAcc {summary['best_macc']:.2f}) at epoch "
+            f"{summary['best_epoch']}; last OA {summary['last_oa']:.2f} (mAcc {summary['last_macc']:.2f}) at epoch "
+            f"{summary['last_epoch']}" + (f"; vote OA {summary['vote_oa']:.2f}" if "vote_oa" in summary else "")
+            + f"; {summary['wall_seconds']:.0f}s; files in {run.root}"
+        )
+    run.close()
+    return summary
+
+
+def export_merged(model: nn.Module, path: Path | str) -> Path:
+    """Write ``{'base_model': merged state dict}`` (official fine-tuned layout) atomically."""
+    import pcclora
+
+    return save_atomic({"base_model": pcclora.export_merged_state_dict(model)}, path)
+
+
+def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved config of a run (with ``overrides`` applied) and its ``last.pth``.
+
+    Raises:
+        CheckpointError: the folder has no ``checkpoints/last.pth``.
+    """
+    path = Path(run_folder) / "checkpoints" / "last.pth"
+    if not path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {path} not found. --resume continues the run in --output DIR, which must be "
+            "the folder of an earlier run that finished at least one epoch"
+        )
+    checkpoint = read_checkpoint_file(path)
+    if not is_run_checkpoint(checkpoint):
+        raise CheckpointError(f"cannot resume: {path} is not a pcclora run checkpoint")
+    saved = checkpoint["config"]
+    config = config_from_dict(saved, overrides, name=saved.get("name", "config"))
+    return config, checkpoint
+
+
+def evaluate_checkpoint(
+    checkpoint_path: Path | str,
+    config: dict[str, Any] | None = None,
+    overrides: list[str] = (),
+    votes: int = 0,
+    export: Path | str | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Accuracy of a run checkpoint (or an official fine-tuned model, which needs ``config``).
+
+    Args:
+        checkpoint_path: ``<run>/checkpoints/best.pth`` or ``last.pth``; or an official
+            ``{'base_model': ...}`` file.
+        config: the config for an official file; for a run checkpoint its saved config is used.
+        overrides: ``--set`` strings applied to the checkpoint's saved config.
+        votes: also run N-vote averaging (see :mod:`pcclora.engine.evaluate`); 0 = off.
+        export: write the merged model as ``{'base_model': ...}`` here.
+
+    Returns:
+        ``{"checkpoint", "method", "num_samples", "oa", "macc"}`` plus ``vote_oa``, ``vote_macc``,
+        ``votes`` when voting ran and ``export`` when exported.
+    """
+    checkpoint = read_checkpoint_file(checkpoint_path)
+    run_checkpoint = is_run_checkpoint(checkpoint)
+    if run_checkpoint:
+        saved = checkpoint["config"]
+        config = config_from_dict(saved, list(overrides), name=saved.get("name", "config"))
+    elif config is None:
+        raise ConfigError(
+            f"{checkpoint_path} is not a pcclora run checkpoint; to evaluate an official fine-tuned "
+            "model give its config too (--cfg scanobjectnn_hardest.yaml ...)"
+        )
+    if data_root is not None:
+        config["dataset"]["root"] = data_root
+    if device is not None:
+        config["training"]["device"] = device
+    context = init_distributed(config["training"]["device"])
+    try:
+        data = build_run_data(config["dataset"], with_train=False)
+        if run_checkpoint:
+            import pcclora
+
+            model = build_model(config, data.num_classes, log=lambda message: None)
+            pcclora.load_adapter_state_dict(model, checkpoint["adapter"])
+            method = config["peft"]["method"]
+        else:
+            model = load_official_model(checkpoint_path, config, data.num_classes)
+            method = "official checkpoint"
+        model.to(context.device)
+        training = config["training"]
+        loader = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
+        npoints = config["dataset"]["npoints"]
+        accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+        result: dict[str, Any] = {
+            "checkpoint": str(checkpoint_path),
+            "method": method,
+            "num_samples": len(data.test),
+            "oa": accuracy.overall,
+            "macc": accuracy.mean_class,
+        }
+        if run_checkpoint:
+            result["epoch"] = checkpoint["epoch"]
+        if votes > 0:
+            generator = torch.Generator().manual_seed(derive_seed(training["seed"], VOTE_STREAM, context.rank))
+            vote = evaluate_votes(
+                model, loader, npoints, model.num_classes, votes, config["dataset"]["augment"], generator, context, training["amp"]
+            )
+            result.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=votes)
+        if export is not None and context.is_main:
+            if run_checkpoint:
+                export_merged(model, export)
+            else:
+                save_atomic({"base_model": model.state_dict()}, export)
+            result["export"] = str(export)
+        return result
+    finally:
+        shutdown_distributed()
+

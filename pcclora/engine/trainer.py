@@ -1,0 +1,104 @@
+"""One training epoch: re-sampling, augmentation, CE (+ SADE), clipping, a finite-loss guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from backbones.errors import ToolkitError
+from datasets.transforms import fps_points_for, fps_resample, rotate_y, scale_and_translate
+from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
+from pcclora.engine.evaluate import autocast
+from pcclora.engine.losses import classification_loss
+
+
+class NonFiniteLossError(ToolkitError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Means over the epoch's batches (and ranks): losses and training accuracy in percent."""
+
+    loss: float
+    ce: float
+    sade: float
+    acc: float
+
+
+def augment_batch(points: torch.Tensor, npoints: int, augment: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+    """Training input of one batch: FPS re-sampling, optional y rotation, scale and translate.
+
+    Args:
+        points: (B, N, C) clouds as stored (C = 3 or 6).
+
+    Returns:
+        (B, npoints, 3).
+    """
+    points = fps_resample(points, npoints, fps_points_for(npoints), generator=generator)[..., :3].contiguous()
+    if augment["rotate_y"]:
+        points = rotate_y(points, generator=generator)
+    return scale_and_translate(points, augment["scale_low"], augment["scale_high"], augment["translate"], generator=generator)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    core_model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    generator: torch.Generator,
+    context: DistributedContext,
+    epoch: int,
+    progress: Any = None,
+) -> EpochStats:
+    """Train ``model`` for one pass over ``loader``.
+
+    Args:
+        model: what the forward runs through (the DDP wrapper under torchrun).
+        core_model: the unwrapped model (SADE reads its bases; clipping its parameters).
+        generator: CPU generator for re-sampling and augmentation of this epoch.
+        progress: optional callable ``(batch_index, num_batches, loss)`` for a progress bar.
+
+    Raises:
+        NonFiniteLossError: the loss of a batch is NaN or infinite (on any rank).
+    """
+    import pcclora
+
+    training = config["training"]
+    npoints = config["dataset"]["npoints"]
+    sade_weight = float(config["peft"].get("sade_weight") or 0.0)
+    trainable = [param for param in core_model.parameters() if param.requires_grad]
+    model.train()
+    totals = torch.zeros(5, dtype=torch.float64)  # loss, ce, sade, correct, samples
+    for index, (points, labels) in enumerate(loader):
+        points = augment_batch(points.to(context.device, non_blocking=True), npoints, config["dataset"]["augment"], generator)
+        labels = labels.to(context.device, non_blocking=True)
+        with autocast(context.device, training["amp"]):
+            logits = model(points)
+        ce = classification_loss(logits.float(), labels, training["label_smoothing"])
+        sade = pcclora.sade_loss(core_model) if sade_weight > 0 else torch.zeros((), device=ce.device)
+        loss = ce + sade_weight * sade
+        if any_rank(not bool(torch.isfinite(loss)), context):
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if training["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, training["grad_clip"])
+        optimizer.step()
+        batch = labels.shape[0]
+        totals += torch.tensor(
+            [loss.item() * batch, ce.item() * batch, float(sade.detach()) * batch, (logits.argmax(-1) == labels).sum().item(), batch],
+            dtype=torch.float64,
+        )
+        if progress is not None:
+            progress(index, len(loader), loss.item())
+    loss_sum, ce_sum, sade_sum, correct, samples = mean_over_ranks(totals.tolist(), context)
+    samples = max(samples, 1.0)
+    return EpochStats(loss=loss_sum / samples, ce=ce_sum / samples, sade=sade_sum / samples, acc=100.0 * correct / samples)
