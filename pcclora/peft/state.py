@@ -1,0 +1,149 @@
+"""Adapter checkpoints and the merged export.
+
+- :func:`adapter_state_dict`: only what training changed — trainable parameters (bases,
+  coefficients or LoRA factors, head, ``trainable_extra``) and the buffers that live outside the
+  frozen subtrees (e.g. the head's BatchNorm statistics) — plus ``"peft_config"``.  For
+  ``full`` that is the whole model.
+- :func:`load_adapter_state_dict`: puts those tensors into a model built from the same backbone
+  and checkpoint (adapting it first when it is still plain) and checks that everything fits.
+- :func:`export_merged_state_dict`: a plain backbone state dict under the backbone's own key
+  names, adapters folded into the weights — loadable strictly by an un-adapted backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from backbones.errors import CheckpointError
+
+from .bases import BANK_ATTRIBUTE
+from .config import resolve_peft_config
+from .errors import PeftStateError
+from .inject import CONFIG_ATTRIBUTE, apply_peft, frozen_subtree_roots, is_adapted, require_adapted
+from .merge import adapter_layers, is_merged
+
+#: Key of the method config inside an adapter state dict.
+CONFIG_KEY = "peft_config"
+#: Config keys that change the model's structure or outputs; they must match on loading.
+STRUCTURAL_KEYS = ("method", "rank", "num_bases", "alpha", "target_modules", "trainable_extra")
+_BASE_LAYER_SUFFIX = ".base_layer"
+
+
+def trained_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of an adapted model that training can change (see the module docstring)."""
+    config = require_adapted(model)
+    state_keys = list(model.state_dict(keep_vars=True))
+    if config["method"] == "full":
+        return state_keys
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    frozen_prefixes = tuple(name + "." for name, _ in frozen_subtree_roots(model))
+    buffers = {name for name, _ in model.named_buffers() if not name.startswith(frozen_prefixes)}
+    return [key for key in state_keys if key in trainable or key in buffers]
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Any]:
+    """The trained tensors of an adapted model (detached copies) plus ``"peft_config"``."""
+    config = require_adapted(model)
+    state = model.state_dict()
+    result: dict[str, Any] = {key: state[key].detach().clone() for key in trained_keys(model)}
+    result[CONFIG_KEY] = copy.deepcopy(config)
+    return result
+
+
+def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Module:
+    """Load an :func:`adapter_state_dict` into ``model`` and return it.
+
+    ``model`` is either the plain backbone (then it is adapted with the saved config first) or
+    one adapted with the same method, rank, bases, alpha, targets and extras.
+
+    Raises:
+        CheckpointError: ``state`` is no adapter state dict, its config differs from the model's,
+            or its tensors miss, exceed or do not fit the model's (names listed).
+        PeftStateError: the model's adapters are merged (unmerge first).
+    """
+    if not isinstance(state, Mapping) or CONFIG_KEY not in state:
+        raise CheckpointError(
+            "This is not an adapter state dict: it has no 'peft_config' entry. Expected the "
+            "dict returned by pcclora.adapter_state_dict(model)."
+        )
+    saved_config = resolve_peft_config(state[CONFIG_KEY])
+    if not is_adapted(model):
+        apply_peft(model, saved_config)
+    model_config = getattr(model, CONFIG_ATTRIBUTE)
+    differences = [
+        f"{key}: checkpoint {saved_config[key]!r}, model {model_config[key]!r}"
+        for key in STRUCTURAL_KEYS
+        if saved_config[key] != model_config[key]
+    ]
+    if differences:
+        raise CheckpointError(
+            "The adapter checkpoint was trained with another peft config ("
+            + "; ".join(differences)
+            + "). Build the model with the checkpoint's config, or pass a plain backbone."
+        )
+    if is_merged(model):
+        raise PeftStateError(
+            "The model's adapters are merged into its weights; call "
+            "pcclora.unmerge_adapters(model) before loading adapter weights."
+        )
+    tensors = {key: value for key, value in state.items() if key != CONFIG_KEY}
+    expected = trained_keys(model)
+    missing = [key for key in expected if key not in tensors]
+    unexpected = [key for key in tensors if key not in set(expected)]
+    if missing or unexpected:
+        raise CheckpointError(
+            "The adapter checkpoint does not fit the model: "
+            f"missing {len(missing)} tensor(s) {_preview(missing)}, "
+            f"unexpected {len(unexpected)} {_preview(unexpected)}. Was it saved from another "
+            "backbone or number of classes?"
+        )
+    current = model.state_dict()
+    mismatched = [
+        f"{key} {tuple(tensors[key].shape)} vs model {tuple(current[key].shape)}"
+        for key in expected
+        if tuple(tensors[key].shape) != tuple(current[key].shape)
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"Adapter checkpoint shapes do not fit the model: {_preview(mismatched)}. Was it "
+            "saved from another backbone size or number of classes?"
+        )
+    model.load_state_dict(tensors, strict=False)
+    return model
+
+
+def export_merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapted model as a plain backbone state dict (official key names, adapters folded in).
+
+    The model itself is not changed (merged or not).  Keys of the shared bases, coefficients and
+    LoRA factors are dropped; ``<layer>.base_layer.weight`` becomes ``<layer>.weight``.
+    """
+    adapters = dict(adapter_layers(model))
+    exported: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith(BANK_ATTRIBUTE + "."):
+            continue
+        owner, _, leaf = key.rpartition(".")
+        if owner in adapters:  # the wrapper's own adapter parameters
+            continue
+        layer_name = owner.removesuffix(_BASE_LAYER_SUFFIX)
+        layer = adapters.get(layer_name) if layer_name != owner else None
+        tensor = tensor.detach().clone()
+        if layer is not None:
+            if leaf == "weight" and not layer.merged:
+                with torch.no_grad():
+                    tensor += layer.delta_weight().to(tensor.dtype)
+            key = f"{layer_name}.{leaf}"
+        exported[key] = tensor
+    return exported
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    more = f", … ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"[{shown}{more}]"
