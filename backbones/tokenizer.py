@@ -12,6 +12,10 @@ Backends behind one interface:
 - ``"auto"``: ``"torch"``; set ``PCCLORA_TOKENIZER_BACKEND=pytorch3d`` to prefer pytorch3d.
   The torch path is the default because it is at least as fast on CPU (REFERENCE.md §3).
 
+The torch backend keeps the coordinates as (B, 3, N) so every per-centre step works on contiguous
+rows, and ``group_points`` reuses the distance rows FPS computes as the kNN distances (one distance
+pass instead of two; see ``_fps_knn_torch``).
+
 ``fps_naive`` and ``knn_naive`` are loop implementations of the same semantics that the tests
 use as the reference.
 """
@@ -81,26 +85,88 @@ def _check_count(points: torch.Tensor, count: int, what: str) -> None:
 # torch backend
 # --------------------------------------------------------------------------------------------
 
-def _fps_torch(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+#: Centres whose distance rows are held at once. Bounding the buffer to (B, 16, N) keeps memory
+#: flat in G (a full (B, G, N) matrix is 0.5 GB at B=32, G=512, N=8192) and, on CPU, lets the
+#: allocator reuse one small block instead of page-faulting a fresh large one on every call.
+_ROW_BLOCK = 16
+
+
+def _squared_distances(
+    points_t: torch.Tensor, centres_t: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """Exact squared distances: points_t (B, 3, N), centres_t (B, 3, M) → out (B, M, N).
+
+    Computed as the sum over the 3 axes of (p - c)², in float32, by the same three kernels for
+    FPS and kNN, so both see bit-identical distances (no |p|² - 2p·c + |c|² cancellation, which
+    would reorder near-tied neighbours). ``scratch`` is a (B, 3, M, N) work buffer.
+    """
+    torch.sub(points_t[:, :, None, :], centres_t[..., None], out=scratch)
+    scratch.square_()
+    return torch.sum(scratch, dim=1, out=out)
+
+
+def _fps_knn_torch(
+    points: torch.Tensor, num_samples: int, k: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """FPS, and optionally the kNN of every chosen centre, in one pass.
+
+    FPS computes each centre's distances to all points anyway (to update the running minimum);
+    the kNN reuses those rows, so grouping costs one distance pass instead of two.
+
+    Returns:
+        centre indices (B, S); neighbour indices (B, S, k) nearest first, or ``None`` without k.
+    """
     batch, num_points, _ = points.shape
-    pts = points.float()
-    idx = torch.zeros(batch, num_samples, dtype=torch.long, device=points.device)
-    min_dist = torch.full((batch, num_points), float("inf"), device=points.device)
-    rows = torch.arange(batch, device=points.device)
-    last = torch.zeros(batch, dtype=torch.long, device=points.device)
-    for i in range(1, num_samples):
-        centre = pts[rows, last]  # (B, 3)
-        dist = (pts - centre[:, None, :]).square().sum(-1)
-        min_dist = torch.minimum(min_dist, dist)
-        last = torch.argmax(min_dist, dim=1)  # first index on ties
-        idx[:, i] = last
-    return idx
+    device = points.device
+    pts_t = points.float().transpose(1, 2).contiguous()  # (B, 3, N): each axis contiguous
+    centre_idx = torch.zeros(batch, num_samples, dtype=torch.long, device=device)
+    scratch = torch.empty(batch, 3, 1, num_points, device=device)
+    min_dist = torch.empty(batch, num_points, device=device)
+    rows = torch.empty(batch, _ROW_BLOCK if k is not None else 1, num_points, device=device)
+    neighbour_idx = torch.empty(batch, num_samples, k, dtype=torch.long, device=device) if k is not None else None
+    last = torch.zeros(batch, 3, 1, dtype=torch.long, device=device)  # index of the newest centre
+    for i in range(num_samples):
+        if neighbour_idx is None and i == num_samples - 1:
+            break  # the last centre's distances are only needed for its neighbours
+        slot = i % _ROW_BLOCK if neighbour_idx is not None else 0
+        row = rows[:, slot:slot + 1]  # (B, 1, N)
+        _squared_distances(pts_t, torch.gather(pts_t, 2, last), scratch, row)
+        if neighbour_idx is not None and (slot == _ROW_BLOCK - 1 or i == num_samples - 1):
+            block = rows[:, : slot + 1]
+            neighbour_idx[:, i - slot:i + 1] = block.topk(k, dim=-1, largest=False, sorted=True).indices
+        if i == num_samples - 1:
+            break
+        if i == 0:
+            min_dist.copy_(row[:, 0])
+        else:
+            torch.minimum(min_dist, row[:, 0], out=min_dist)
+        nxt = min_dist.argmax(dim=1)  # first index on ties
+        centre_idx[:, i + 1] = nxt
+        last = nxt.view(batch, 1, 1).expand(batch, 3, 1)
+    return centre_idx, neighbour_idx
+
+
+def _fps_torch(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+    return _fps_knn_torch(points, num_samples)[0]
 
 
 def _knn_torch(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
-    # The non-matmul mode is exact; the matmul mode swaps near-tied neighbours (REFERENCE.md §3).
-    dist = torch.cdist(query.float(), points.float(), compute_mode="donot_use_mm_for_euclid_dist")
-    return dist.topk(k, dim=-1, largest=False, sorted=True).indices
+    batch, num_queries, _ = query.shape
+    num_points = points.shape[1]
+    device = points.device
+    pts_t = points.float().transpose(1, 2).contiguous()  # (B, 3, N)
+    query_t = query.float().transpose(1, 2)  # (B, 3, S)
+    block = min(_ROW_BLOCK, num_queries)
+    scratch = torch.empty(batch, 3, block, num_points, device=device)
+    rows = torch.empty(batch, block, num_points, device=device)
+    out = torch.empty(batch, num_queries, k, dtype=torch.long, device=device)
+    for start in range(0, num_queries, block):
+        size = min(block, num_queries - start)
+        dist = _squared_distances(
+            pts_t, query_t[:, :, start:start + size], scratch[:, :, :size], rows[:, :size]
+        )
+        out[:, start:start + size] = dist.topk(k, dim=-1, largest=False, sorted=True).indices
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,9 +259,13 @@ def group_points(
     _check_count(points, num_group, "num_group")
     _check_count(points, group_size, "group_size")
     backend = resolve_backend(backend)
-    center_idx = farthest_point_sample(points, num_group, backend)
-    center = gather_points(points, center_idx)
-    neighbour_idx = knn_query(center, points, group_size, backend)
+    if backend == "torch":
+        center_idx, neighbour_idx = _fps_knn_torch(points, num_group, group_size)
+        center = gather_points(points, center_idx)
+    else:
+        center_idx = farthest_point_sample(points, num_group, backend)
+        center = gather_points(points, center_idx)
+        neighbour_idx = knn_query(center, points, group_size, backend)
     neighborhood = gather_points(points, neighbour_idx) - center[:, :, None, :]
     return neighborhood, center
 
