@@ -1,0 +1,157 @@
+"""Profile the methods of a run config: the training-time model and, for adapters, the merged one.
+
+Each method gets the config's backbone with random weights (counts do not depend on the
+weights, so no checkpoint is loaded) at batch 1 and the config's ``dataset.npoints``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from datasets.classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
+
+from .counting import count_compute
+from .errors import ProfilerError
+from .latency import measure_latency
+from .tokenizer_cost import tokenizer_flops_estimate
+
+#: The figures of one model, as in ``--json`` (raw counts).
+COMPUTE_KEYS = ("macs_conv_linear", "macs_with_attention", "flops")
+#: Parameter groups that exist only until the adapters are merged.
+ADAPTER_GROUPS = ("bases", "coefficients", "lora")
+
+
+def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
+    """Classes of the configured dataset, known without reading its files."""
+    name = dataset_cfg["name"]
+    if name == "scanobjectnn":
+        return len(SCANOBJECTNN_CLASSES)
+    if name == "modelnet40":
+        return len(MODELNET40_CLASSES)
+    return int(dataset_cfg["way"])  # modelnet40_fewshot: one class per way
+
+
+def build_backbone(config: dict[str, Any], seed: int = 0) -> nn.Module:
+    """The config's backbone with random weights (no checkpoint is loaded: counts do not need one)."""
+    import backbones
+    from pcclora.engine.model import SIZE_KEYS
+
+    backbone_cfg = config["backbone"]
+    overrides = {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
+    num_classes = backbone_cfg["num_classes"] or dataset_num_classes(config["dataset"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return backbones.create_backbone(backbone_cfg["name"], num_classes=num_classes, **overrides)
+
+
+def adapt(backbone: nn.Module, config: dict[str, Any], method: str) -> nn.Module:
+    """A copy of ``backbone`` with the config's ``peft`` block applied for ``method``."""
+    from pcclora.peft import apply_peft
+
+    return apply_peft(copy.deepcopy(backbone), {**config["peft"], "method": method})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"`` or ``"cuda[:N]"``, checked to exist here."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ProfilerError(
+            f"--device {name} was asked for but this PyTorch has no usable CUDA device; "
+            "use --device cpu (the counts do not depend on the device)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ProfilerError(f"--device {name}: expected cpu or cuda[:N]")
+    return device
+
+
+def _compute(model: nn.Module, points: torch.Tensor) -> dict[str, int]:
+    count = count_compute(model, points)
+    return {key: getattr(count, key) for key in COMPUTE_KEYS}
+
+
+def profile_method(
+    backbone: nn.Module, config: dict[str, Any], method: str, device: torch.device, seed: int = 0
+) -> dict[str, Any]:
+    """Parameters and compute of ``backbone`` adapted with ``method``, un-merged and merged.
+
+    The backbone itself is not changed (the method is applied to a copy).
+
+    Returns:
+        ``method``, ``params_total``, ``params_trainable``, ``breakdown`` (parameter groups),
+        the :data:`COMPUTE_KEYS`, ``merged`` (``None``, or the compute keys and
+        ``params_total`` of the merged inference model) and, kept for the report, ``model``
+        (the training-time model) and ``merged_model``.
+    """
+    from pcclora.peft import count_parameters, merge_adapters
+
+    model = adapt(backbone, config, method).to(device)
+    npoints = config["dataset"]["npoints"]
+    points = torch.rand(1, npoints, 3, generator=torch.Generator().manual_seed(seed)).to(device)
+    params = count_parameters(model)
+    result: dict[str, Any] = {
+        "method": method,
+        "params_total": params["total"],
+        "params_trainable": params["trainable"],
+        "breakdown": dict(params["groups"]),
+        **_compute(model, points),
+        "merged": None,
+        "model": model,
+        "merged_model": None,
+    }
+    if any(params["groups"][group] for group in ADAPTER_GROUPS):
+        merged_model = merge_adapters(copy.deepcopy(model))
+        adapter_params = sum(params["groups"][group] for group in ADAPTER_GROUPS)
+        result["merged"] = {"params_total": params["total"] - adapter_params, **_compute(merged_model, points)}
+        result["merged_model"] = merged_model
+    return result
+
+
+def tokenizer_estimate_for(config: dict[str, Any], model: nn.Module) -> dict[str, int]:
+    """The analytic FPS + kNN figure for the config's input at batch 1."""
+    npoints = config["dataset"]["npoints"]
+    return {
+        "npoints": npoints,
+        "num_group": model.num_group,
+        "group_size": model.group_size,
+        "flops": tokenizer_flops_estimate(npoints, model.num_group, model.group_size),
+    }
+
+
+def latency_rows(
+    profiles: list[dict[str, Any]],
+    npoints: int,
+    device: torch.device,
+    batch_sizes: tuple[int, ...],
+    warmup: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """Latency of every distinct network among ``profiles``.
+
+    ``full``, ``linear`` and every merged model run the same network (the plain backbone), so
+    it is timed once, as "backbone"; each un-merged adapter model is timed on its own.
+    """
+    rows = []
+    backbone = next(
+        (p["model"] for p in profiles if p["merged"] is None),
+        next((p["merged_model"] for p in profiles if p["merged_model"] is not None), None),
+    )
+    if backbone is not None:
+        users = [p["method"] for p in profiles if p["merged"] is None]
+        users += [f"{p['method']} merged" for p in profiles if p["merged"] is not None]
+        rows.append({"network": "backbone", "used_by": users, **_time(backbone, npoints, device, batch_sizes, warmup, repeats)})
+    for p in profiles:
+        if p["merged"] is not None:
+            rows.append(
+                {"network": f"{p['method']} (un-merged)", "used_by": [p["method"]],
+                 **_time(p["model"], npoints, device, batch_sizes, warmup, repeats)}
+            )
+    return rows
+
+
+def _time(model, npoints, device, batch_sizes, warmup, repeats) -> dict[str, Any]:
+    measured = measure_latency(model, npoints, device, batch_sizes=batch_sizes, warmup=warmup, repeats=repeats)
+    return {"results": measured["results"]}

@@ -1,0 +1,98 @@
+"""Plain-text tables of the profiler's figures (what ``tools/profile_flops.py`` prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .published import PUBLISHED_ROWS
+
+_COLUMNS = ("method", "model", "params", "trainable", "conv+linear GMACs", "GMACs w/ attn (fvcore)", "GFLOPs")
+_DASH = "–"
+
+
+def _millions(count: int | None) -> str:
+    return _DASH if count is None else f"{count / 1e6:.3f}M"
+
+
+def _billions(count: int | None, digits: int = 3) -> str:
+    return _DASH if count is None else f"{count / 1e9:.{digits}f}"
+
+
+def _render(rows: list[tuple[str, ...]], separator_before: set[int] | None = None) -> str:
+    separator_before = separator_before or set()
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        if index in separator_before:
+            lines.append("  ".join("-" * width for width in widths))
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str:
+    """One row per method (training-time model), one per merged model, then the published rows."""
+    rows: list[tuple[str, ...]] = [_COLUMNS]
+    for p in profiles:
+        rows.append((
+            p["method"], "train", _millions(p["params_total"]), _millions(p["params_trainable"]),
+            _billions(p["macs_conv_linear"]), _billions(p["macs_with_attention"]), _billions(p["flops"]),
+        ))
+        merged = p["merged"]
+        if merged is not None:
+            rows.append((
+                p["method"], "merged", _millions(merged["params_total"]), _DASH,
+                _billions(merged["macs_conv_linear"]), _billions(merged["macs_with_attention"]),
+                _billions(merged["flops"]),
+            ))
+    separators = set()
+    if published:
+        separators.add(len(rows))
+        for row in PUBLISHED_ROWS:
+            rows.append((
+                row.method, "published", _DASH, f"{row.params_trainable / 1e6:.1f}M",
+                _billions(row.macs_conv_linear, 2), _DASH, _DASH,
+            ))
+    table = _render(rows, separators)
+    if published:
+        table += (
+            "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (REFERENCE.md §7); "
+            "their \"GFLOPs\" are conv+linear MACs"
+        )
+    return table
+
+
+def breakdown_lines(profiles: list[dict[str, Any]]) -> str:
+    """The trainable parameters of each method by group (groups with none left out)."""
+    lines = ["trainable parameters by group:"]
+    for p in profiles:
+        groups = {k: v for k, v in p["breakdown"].items() if k != "frozen" and v}
+        parts = " + ".join(f"{name} {count:,}" for name, count in groups.items()) or "none"
+        lines.append(f"  {p['method']:<13} {parts} = {p['params_trainable']:,}")
+    return "\n".join(lines)
+
+
+def tokenizer_line(estimate: dict[str, int]) -> str:
+    """The analytic FPS + kNN figure with its formula."""
+    n, g, k = estimate["npoints"], estimate["num_group"], estimate["group_size"]
+    return (
+        f"FPS + kNN tokenizer (analytic, not in the figures above): {estimate['flops'] / 1e9:.4f} GFLOPs "
+        f"= FPS 10·(G−1)·N + kNN G·N·(9 + ⌈log2 k⌉) + centring 3·G·k, with N={n}, G={g}, k={k}"
+    )
+
+
+def latency_table(rows: list[dict[str, Any]], device: str, warmup: int, repeats: int) -> str:
+    """Median latency and throughput per network and batch size."""
+    batch_sizes = [r["batch_size"] for r in rows[0]["results"]]
+    header = ["network", "used by"]
+    for b in batch_sizes:
+        header += [f"batch {b} ms", f"batch {b} samples/s"]
+    table: list[tuple[str, ...]] = [tuple(header)]
+    for row in rows:
+        cells = [row["network"], ", ".join(row["used_by"])]
+        for result in row["results"]:
+            cells += [f"{result['latency_ms']:.1f}", f"{result['throughput']:.1f}"]
+        table.append(tuple(cells))
+    title = f"latency on {device} (median of {repeats} after {warmup} warm-up pass(es), random clouds):"
+    return title + "\n" + _render(table)

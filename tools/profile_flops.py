@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Parameters, MACs, FLOPs and latency of each fine-tuning method for a run config.
+
+    python tools/profile_flops.py --cfg scanobjectnn_hardest.yaml
+    python tools/profile_flops.py --cfg scanobjectnn_hardest.yaml --method clora --json --no-latency
+
+For every method (default: full, linear, lora, clora, clora_shared) the config's backbone is built
+with random weights (the counts do not depend on them) and profiled at batch 1 and the config's
+``dataset.npoints``: total and trainable parameters, conv+linear MACs (the "GFLOPs" of the
+published tables), MACs with attention (fvcore's convention), FLOPs (2 per multiply-add), for the
+training-time model and, for adapter methods, the merged inference model.  The published figures
+of other point-cloud PEFT methods follow, labelled "published".  Latency and throughput are
+measured on --device at batch 1 and 32 unless --no-latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from backbones.errors import ToolkitError  # noqa: E402
+from pcclora.peft import PEFT_METHODS  # noqa: E402
+from pcclora.profiling.methods import COMPUTE_KEYS  # noqa: E402
+
+DEFAULT_METHODS = ("full", "linear", "lora", "clora", "clora_shared")
+JSON_KEYS = ("method", "params_total", "params_trainable", *COMPUTE_KEYS, "merged")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True, help="packaged config name (scanobjectnn_hardest.yaml) or a path")
+    parser.add_argument("--method", nargs="+", choices=PEFT_METHODS, default=list(DEFAULT_METHODS),
+                        help="methods to profile (default: %(default)s)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="config overrides, e.g. peft.rank=4 dataset.npoints=1024 backbone.num_group=64")
+    parser.add_argument("--device", default="cpu", help="device of the latency measurement: cpu or cuda[:N]")
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per method (raw counts)")
+    parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
+    parser.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                        help="show the published figures under the measured ones (default: on)")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32], help="latency batch sizes")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes per batch size (default: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per batch size; the median is shown")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> str:
+    from pcclora.config import load_config
+    from pcclora.profiling import report
+    from pcclora.profiling.errors import ProfilerError
+    from pcclora.profiling.methods import (
+        build_backbone, latency_rows, profile_method, resolve_device, tokenizer_estimate_for,
+    )
+
+    if args.warmup < 0 or args.repeats < 1 or any(b < 1 for b in args.batch_sizes):
+        raise ProfilerError(
+            f"need --warmup >= 0, --repeats >= 1 and batch sizes >= 1, got --warmup {args.warmup} "
+            f"--repeats {args.repeats} --batch-sizes {' '.join(map(str, args.batch_sizes))}"
+        )
+    config = load_config(args.cfg, args.overrides)
+    device = resolve_device(args.device)
+    methods = list(dict.fromkeys(args.method))
+    backbone = build_backbone(config)
+    profiles = [profile_method(backbone, config, method, device) for method in methods]
+    if args.json:
+        return json.dumps([{key: p[key] for key in JSON_KEYS} for p in profiles], indent=2)
+
+    model = profiles[0]["model"]
+    npoints = config["dataset"]["npoints"]
+    sections = [
+        f"{config['name']}: {config['backbone']['name']}, {npoints} points, {model.num_group} groups × {model.group_size}, "
+        f"batch 1, random weights (counts do not depend on them); peft: rank {config['peft']['rank']}, "
+        f"num_bases {config['peft']['num_bases']}",
+        report.compute_table(profiles, published=args.published),
+        report.tokenizer_line(tokenizer_estimate_for(config, model)),
+        report.breakdown_lines(profiles),
+    ]
+    if args.latency:
+        rows = latency_rows(profiles, npoints, device, tuple(args.batch_sizes), args.warmup, args.repeats)
+        sections.append(report.latency_table(rows, str(device), args.warmup, args.repeats))
+    return "\n\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        print(run(args))
+    except ToolkitError as error:
+        print(f"profile_flops: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
