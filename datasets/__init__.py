@@ -1,0 +1,40 @@
+"""Datasets: ScanObjectNN, ModelNet40, few-shot ModelNet40, batch transforms, synthetic data.
+
+``build_dataset(name, root, split, **options)`` is the entry point; ``datasets.transforms``
+holds the augmentations; ``datasets.synthetic.make_synthetic`` writes small files in the
+official layouts.
+"""
+
+from __future__ import annotations
+
+from .classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
+from .errors import DatasetError
+from .fewshot import ModelNetFewShotDataset, make_fewshot_folds
+from .modelnet40 import ModelNet40Dataset, build_dat_cache, pc_normalize
+from .registry import build_dataset, dataset_options, list_datasets
+from .scanobjectnn import ScanObjectNNDataset
+
+__all__ = [
+    "MODELNET40_CLASSES",
+    "SCANOBJECTNN_CLASSES",
+    "DatasetError",
+    "ModelNet40Dataset",
+    "ModelNetFewShotDataset",
+    "ScanObjectNNDataset",
+    "build_dat_cache",
+    "build_dataset",
+    "dataset_options",
+    "list_datasets",
+    "make_fewshot_folds",
+    "make_synthetic",
+    "pc_normalize",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The generator is imported on first use: loading data does not need it.
+    if name == "make_synthetic":
+        from .synthetic import make_synthetic
+
+        return make_synthetic
+    raise AttributeError(f"module 'datasets' has no attribute {name!r}")
