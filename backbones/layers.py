@@ -138,4 +138,5 @@ class TransformerEncoder(nn.Module):
 
 def linear_drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
     """Stochastic-depth rates rising linearly from 0 to ``drop_path_rate`` over ``depth`` blocks."""
-    return [float(r) for r in torch.linspace(0, drop_path_rate, depth)]
+    # float32 linspace as in the official code; on the CPU even when built under a device context.
+    return [float(r) for r in torch.linspace(0, drop_path_rate, depth, device="cpu")]
