@@ -122,18 +122,19 @@ def _fps_knn_torch(
     centre_idx = torch.zeros(batch, num_samples, dtype=torch.long, device=device)
     scratch = torch.empty(batch, 3, 1, num_points, device=device)
     min_dist = torch.empty(batch, num_points, device=device)
-    rows = torch.empty(batch, _ROW_BLOCK if k is not None else 1, num_points, device=device)
+    block = min(_ROW_BLOCK, num_samples) if k is not None else 1
+    rows = torch.empty(batch, block, num_points, device=device)  # distance rows of recent centres
     neighbour_idx = torch.empty(batch, num_samples, k, dtype=torch.long, device=device) if k is not None else None
     last = torch.zeros(batch, 3, 1, dtype=torch.long, device=device)  # index of the newest centre
     for i in range(num_samples):
         if neighbour_idx is None and i == num_samples - 1:
             break  # the last centre's distances are only needed for its neighbours
-        slot = i % _ROW_BLOCK if neighbour_idx is not None else 0
+        slot = i % block
         row = rows[:, slot:slot + 1]  # (B, 1, N)
         _squared_distances(pts_t, torch.gather(pts_t, 2, last), scratch, row)
-        if neighbour_idx is not None and (slot == _ROW_BLOCK - 1 or i == num_samples - 1):
-            block = rows[:, : slot + 1]
-            neighbour_idx[:, i - slot:i + 1] = block.topk(k, dim=-1, largest=False, sorted=True).indices
+        if neighbour_idx is not None and (slot == block - 1 or i == num_samples - 1):
+            filled = rows[:, : slot + 1]
+            neighbour_idx[:, i - slot:i + 1] = filled.topk(k, dim=-1, largest=False, sorted=True).indices
         if i == num_samples - 1:
             break
         if i == 0:

@@ -82,12 +82,14 @@ def test_knn_of_off_cloud_queries_matches_the_reference():
     assert torch.equal(_squared_distances64(query, points, idx), _squared_distances64(query, points, ref))
 
 
-def test_fused_fps_knn_equals_separate_fps_then_knn():
-    points = _cloud(batch=3, num_points=2048)
-    centre_idx, neighbour_idx = _fps_knn_torch(points, 128, 32)
-    assert torch.equal(centre_idx, farthest_point_sample(points, 128, backend="torch"))
+# 37 and 5 centres: a partial last block of distance rows, and fewer centres than one block.
+@pytest.mark.parametrize("num_points, num_group, group_size", [(2048, 128, 32), (300, 37, 8), (50, 5, 4)])
+def test_fused_fps_knn_equals_separate_fps_then_knn(num_points, num_group, group_size):
+    points = _cloud(batch=3, num_points=num_points)
+    centre_idx, neighbour_idx = _fps_knn_torch(points, num_group, group_size)
+    assert torch.equal(centre_idx, fps_naive(points, num_group))
     centres = gather_points(points, centre_idx)
-    assert torch.equal(neighbour_idx, knn_query(centres, points, 32, backend="torch"))
+    assert torch.equal(neighbour_idx, knn_query(centres, points, group_size, backend="torch"))
 
 
 # --------------------------------------------------------------------------------------------
