@@ -142,7 +142,8 @@ def test_a_plain_image_vit_is_adapted_too():
     torch.manual_seed(0)
     plain = TinyImageViT().eval()
     model = apply_peft(
-        copy.deepcopy(plain), {"rank": 2, "num_bases": 2, "trainable_extra": ["cls_token", "pos_embed"]}
+        copy.deepcopy(plain),
+        {"rank": 2, "num_bases": 2, "trainable_extra": ["cls_token", "pos_embed"]},
     ).eval()
     images = torch.randn(2, 3, 16, 16)
     assert torch.equal(model(images), plain(images))

@@ -39,7 +39,9 @@ def _counts(model: torch.nn.Module, cfg: dict) -> dict:
 def test_default_clora_trains_434_191_parameters(point_mae):
     counts = _counts(point_mae, {})
     families = [(D, D, 4 * DEPTH), (D, 4 * D, DEPTH), (4 * D, D, DEPTH)]  # (d_in, d_out, m)
-    formula = sum(BASES * RANK * (d_in + d_out) + m * BASES * RANK**2 for d_in, d_out, m in families)
+    formula = sum(
+        BASES * RANK * (d_in + d_out) + m * BASES * RANK**2 for d_in, d_out, m in families
+    )
     groups = counts["groups"]
     assert groups["bases"] + groups["coefficients"] == formula == 165_888
     assert (groups["head"], groups["extras"]) == (HEAD, EXTRAS)
@@ -78,11 +80,25 @@ def test_default_clora_adapter_checkpoint_is_under_2_mb(point_mae):
     assert buffer.tell() < 2_000_000
 
 
+SMALL = {"trans_dim": 48, "depth": 2, "num_heads": 2, "encoder_dims": 48, "num_group": 8,
+         "group_size": 8}
+
+
+def test_training_step_leaves_the_frozen_encoder_untouched():
+    torch.manual_seed(0)
+    model = apply_peft(backbones.create_backbone("point_mae", num_classes=15, **SMALL), {}).train()
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.05)
+    model(torch.randn(4, 128, 3)).logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert not model.encoder.training and model.cls_head_finetune.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in frozen.items())
+    assert model.blocks.blocks[0].attn.qkv.coefficients.abs().sum() > 0
+
+
 def test_merged_export_has_the_official_keys_and_same_logits():
     torch.manual_seed(0)
-    small = {"trans_dim": 48, "depth": 2, "num_heads": 2, "encoder_dims": 48, "num_group": 8,
-             "group_size": 8}
-    plain = backbones.create_backbone("point_mae", num_classes=15, **small).double().eval()
+    plain = backbones.create_backbone("point_mae", num_classes=15, **SMALL).double().eval()
     model = apply_peft(copy.deepcopy(plain), {"rank": 2, "num_bases": 2})
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -92,7 +108,7 @@ def test_merged_export_has_the_official_keys_and_same_logits():
     points = torch.randn(2, 128, 3, dtype=torch.float64)
     exported = export_merged_state_dict(model)
     assert list(exported) == list(plain.state_dict())
-    fresh = backbones.create_backbone("point_mae", num_classes=15, **small).double().eval()
+    fresh = backbones.create_backbone("point_mae", num_classes=15, **SMALL).double().eval()
     fresh.load_state_dict(exported, strict=True)
     torch.testing.assert_close(fresh(points), model(points), rtol=1e-9, atol=1e-9)
     restored = load_adapter_state_dict(copy.deepcopy(plain), adapter_state_dict(model)).eval()

@@ -40,7 +40,8 @@ def test_adapter_state_holds_exactly_the_trained_tensors_and_the_config():
     state = adapter_state_dict(model)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     head_buffers = {
-        f"cls_head_finetune.1.{leaf}" for leaf in ("running_mean", "running_var", "num_batches_tracked")
+        f"cls_head_finetune.1.{leaf}"
+        for leaf in ("running_mean", "running_var", "num_batches_tracked")
     }
     assert set(state) == trainable | head_buffers | {"peft_config"}
     assert state["peft_config"] == model.peft_config
@@ -96,7 +97,8 @@ def test_missing_or_foreign_tensors_are_named():
 def test_shape_mismatch_names_the_tensor():
     _, model = _fine_tuned()
     other_classes = build_tiny(num_classes=7)
-    with pytest.raises(CheckpointError, match=r"cls_head_finetune.4.weight \(5, 16\) vs model \(7, 16\)"):
+    expected = r"cls_head_finetune.4.weight \(5, 16\) vs model \(7, 16\)"
+    with pytest.raises(CheckpointError, match=expected):
         load_adapter_state_dict(other_classes, adapter_state_dict(model))
 
 

@@ -1,7 +1,9 @@
 """Parameter-efficient fine-tuning: CLoRA, CLoRA# (``clora_shared``), LoRA, full, linear probe.
 
->>> model = pcclora.apply_peft(backbone, {"method": "clora", "rank": 8, "num_bases": 4})
->>> loss = criterion(model(points), labels) + 0.1 * pcclora.sade_loss(model)
+Typical use::
+
+    model = pcclora.apply_peft(backbone, {"method": "clora", "rank": 8, "num_bases": 4})
+    loss = criterion(model(points), labels) + 0.1 * pcclora.sade_loss(model)
 
 The modules, one job each: :mod:`.config` (the ``peft:`` block), :mod:`.bases` (owner of the
 shared base spaces), :mod:`.layers` (wrapped linear layers), :mod:`.inject` (``apply_peft``),

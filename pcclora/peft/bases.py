@@ -22,7 +22,7 @@ BANK_ATTRIBUTE = "clora_bases"
 
 
 def family_key(in_features: int, out_features: int) -> str:
-    """Name of the family of layers with input dim ``in_features`` and output dim ``out_features``."""
+    """Name of the family of layers mapping ``in_features`` to ``out_features`` (``"384x1536"``)."""
     return f"{in_features}x{out_features}"
 
 

@@ -129,7 +129,9 @@ def _check_number(
     if not is_number or too_low or too_high:
         bracket = "[" if low_inclusive else "("
         upper = f"{high})" if high is not None else "inf)"
-        raise PeftConfigError(f"peft.{key} must be a number in {bracket}{low}, {upper}, got {value!r}.")
+        raise PeftConfigError(
+            f"peft.{key} must be a number in {bracket}{low}, {upper}, got {value!r}."
+        )
 
 
 def _string_list(cfg: dict[str, Any], key: str) -> list[str]:

@@ -104,7 +104,8 @@ def require_adapted(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, CONFIG_ATTRIBUTE, None)
     if config is None:
         raise PeftStateError(
-            f"This {type(model).__name__} is not adapted; call pcclora.apply_peft(model, cfg) first."
+            f"This {type(model).__name__} is not adapted; "
+            "call pcclora.apply_peft(model, cfg) first."
         )
     return config
 

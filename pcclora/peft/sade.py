@@ -7,7 +7,8 @@ For layer j and bases h ≠ k, with B_h = D_h Q_h^j U_h (d_in × d_out, DESIGN.m
 and L_SADE = mean over layers of the mean over pairs h < k.  Nothing of size d×d is formed:
 with M_hk = Q_hᵀ (D_hᵀ D_k) Q_k (r × r) we have B_hᵀ B_k = U_hᵀ M_hk U_k, hence
 
-    ‖B_hᵀ B_k‖²_F = tr(U_kᵀ M_hkᵀ U_h U_hᵀ M_hk U_k) = tr(M_hkᵀ (U_h U_hᵀ) M_hk (U_k U_kᵀ)).
+    ‖B_hᵀ B_k‖²_F = tr(U_kᵀ M_hkᵀ U_h U_hᵀ M_hk U_k)
+                  = tr(M_hkᵀ (U_h U_hᵀ) M_hk (U_k U_kᵀ))      (cyclic trace).
 
 So a family needs the Grams D_hᵀ D_k (all pairs, one (p·r)² matmul over d_in) and U_h U_hᵀ
 (diagonal blocks only), shared by all its layers: cost O(p²·d·r² + m·p²·r³).  The diagonal
