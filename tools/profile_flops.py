@@ -69,18 +69,19 @@ def run(args: argparse.Namespace) -> str:
     if args.json:
         return json.dumps([{key: p[key] for key in JSON_KEYS} for p in profiles], indent=2)
 
-    model = profiles[0]["model"]
     npoints = config["dataset"]["npoints"]
+    peft = config["peft"]
     sections = [
-        f"{config['name']}: {config['backbone']['name']}, {npoints} points, {model.num_group} groups × {model.group_size}, "
-        f"batch 1, random weights (counts do not depend on them); peft: rank {config['peft']['rank']}, "
-        f"num_bases {config['peft']['num_bases']}",
+        f"{config['name']}: {config['backbone']['name']}, {npoints} points, {backbone.num_group} groups × "
+        f"{backbone.group_size}, batch 1, random weights (counts do not depend on them); "
+        f"peft: rank {peft['rank']}, num_bases {peft['num_bases']}",
         report.compute_table(profiles, published=args.published),
-        report.tokenizer_line(tokenizer_estimate_for(config, model)),
+        report.tokenizer_line(tokenizer_estimate_for(config, backbone)),
         report.breakdown_lines(profiles),
     ]
     if args.latency:
-        rows = latency_rows(profiles, npoints, device, tuple(args.batch_sizes), args.warmup, args.repeats)
+        batch_sizes = tuple(args.batch_sizes)
+        rows = latency_rows(backbone, profiles, npoints, device, batch_sizes, args.warmup, args.repeats)
         sections.append(report.latency_table(rows, str(device), args.warmup, args.repeats))
     return "\n\n".join(sections)
 

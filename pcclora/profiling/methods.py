@@ -83,8 +83,8 @@ def profile_method(
     Returns:
         ``method``, ``params_total``, ``params_trainable``, ``breakdown`` (parameter groups),
         the :data:`COMPUTE_KEYS`, ``merged`` (``None``, or the compute keys and
-        ``params_total`` of the merged inference model) and, kept for the report, ``model``
-        (the training-time model) and ``merged_model``.
+        ``params_total`` of the merged inference model) and, kept for the latency measurement,
+        ``model`` (the training-time model).
     """
     from pcclora.peft import count_parameters, merge_adapters
 
@@ -100,13 +100,11 @@ def profile_method(
         **_compute(model, points),
         "merged": None,
         "model": model,
-        "merged_model": None,
     }
     if any(params["groups"][group] for group in ADAPTER_GROUPS):
         merged_model = merge_adapters(copy.deepcopy(model))
         adapter_params = sum(params["groups"][group] for group in ADAPTER_GROUPS)
         result["merged"] = {"params_total": params["total"] - adapter_params, **_compute(merged_model, points)}
-        result["merged_model"] = merged_model
     return result
 
 
@@ -122,6 +120,7 @@ def tokenizer_estimate_for(config: dict[str, Any], model: nn.Module) -> dict[str
 
 
 def latency_rows(
+    backbone: nn.Module,
     profiles: list[dict[str, Any]],
     npoints: int,
     device: torch.device,
@@ -131,27 +130,24 @@ def latency_rows(
 ) -> list[dict[str, Any]]:
     """Latency of every distinct network among ``profiles``.
 
-    ``full``, ``linear`` and every merged model run the same network (the plain backbone), so
-    it is timed once, as "backbone"; each un-merged adapter model is timed on its own.
+    ``full``, ``linear`` and every merged model run the same network as the plain ``backbone``,
+    so it is timed once, as "backbone"; each un-merged adapter model is timed on its own.
+
+    Returns:
+        One ``{"network", "used_by", "results"}`` per network; ``results`` as
+        :func:`measure_latency` gives them.
     """
-    rows = []
-    backbone = next(
-        (p["model"] for p in profiles if p["merged"] is None),
-        next((p["merged_model"] for p in profiles if p["merged_model"] is not None), None),
-    )
-    if backbone is not None:
-        users = [p["method"] for p in profiles if p["merged"] is None]
-        users += [f"{p['method']} merged" for p in profiles if p["merged"] is not None]
-        rows.append({"network": "backbone", "used_by": users, **_time(backbone, npoints, device, batch_sizes, warmup, repeats)})
-    for p in profiles:
-        if p["merged"] is not None:
-            rows.append(
-                {"network": f"{p['method']} (un-merged)", "used_by": [p["method"]],
-                 **_time(p["model"], npoints, device, batch_sizes, warmup, repeats)}
-            )
-    return rows
-
-
-def _time(model, npoints, device, batch_sizes, warmup, repeats) -> dict[str, Any]:
-    measured = measure_latency(model, npoints, device, batch_sizes=batch_sizes, warmup=warmup, repeats=repeats)
-    return {"results": measured["results"]}
+    users = [p["method"] for p in profiles if p["merged"] is None]
+    users += [f"{p['method']} merged" for p in profiles if p["merged"] is not None]
+    timed = [("backbone", users, backbone)]
+    timed += [(f"{p['method']} (un-merged)", [p["method"]], p["model"]) for p in profiles if p["merged"] is not None]
+    return [
+        {
+            "network": network,
+            "used_by": used_by,
+            "results": measure_latency(
+                model, npoints, device, batch_sizes=batch_sizes, warmup=warmup, repeats=repeats
+            )["results"],
+        }
+        for network, used_by, model in timed
+    ]
