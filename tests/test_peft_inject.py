@@ -193,3 +193,12 @@ def test_model_without_head_or_extras_cannot_be_linear_probed():
     model = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(PeftConfigError, match="train nothing"):
         apply_peft(model, {"method": "linear", "trainable_extra": []})
+
+
+def test_clora_shared_layers_count_as_trained_and_keep_their_dropout():
+    # CLoRA# layers own no trainable tensor (the bank does) but must still train with dropout
+    model = apply_peft(build_tiny(), {"method": "clora_shared", "rank": 2, "dropout": 0.5}).train()
+    model(make_points())
+    layer = model.blocks.blocks[0].attn.qkv
+    assert layer.training and layer.dropout.training and model.blocks.blocks[0].training
+    assert not layer.base_layer.training and not model.encoder.training

@@ -1,6 +1,7 @@
 """CLoRA and its peers on the real Point-MAE (C = 15): parameter counts and checkpoint size.
 
-Construction only (no forward at 2048 points), except a small-override model for the export.
+Construction only (no forward at 2048 points), except small-override models for a training step
+and the merged export.
 """
 
 from __future__ import annotations

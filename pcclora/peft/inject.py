@@ -235,14 +235,13 @@ def _family_for(
 
 
 def frozen_subtree_roots(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the maximal proper submodules with parameters, none of them trainable."""
+    """(name, module) of the maximal proper submodules that are frozen (see :func:`is_frozen`)."""
     roots: list[tuple[str, nn.Module]] = []
 
     def visit(prefix: str, module: nn.Module) -> None:
         for child_name, child in module.named_children():
             name = f"{prefix}{child_name}"
-            parameters = list(child.parameters())
-            if parameters and not any(p.requires_grad for p in parameters):
+            if is_frozen(child):
                 roots.append((name, child))
             else:
                 visit(name + ".", child)
@@ -251,7 +250,17 @@ def frozen_subtree_roots(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return roots
 
 
+def is_frozen(module: nn.Module) -> bool:
+    """True when ``module`` has parameters and trains none, counting the shared bases (and
+    CLoRA#'s shared coefficients) that its CLoRA layers use but do not own."""
+    parameters = list(module.parameters())
+    for submodule in module.modules():
+        if isinstance(submodule, CLoRALinear):
+            parameters.extend(submodule.family.parameters())
+    return bool(parameters) and not any(p.requires_grad for p in parameters)
+
+
 def _keep_frozen_in_eval(module: nn.Module, args: tuple[Any, ...]) -> None:
     """Forward pre-hook: a subtree that is (still) fully frozen runs in eval mode."""
-    if module.training and not any(p.requires_grad for p in module.parameters()):
+    if module.training and is_frozen(module):
         module.eval()
