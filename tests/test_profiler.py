@@ -159,10 +159,14 @@ def test_counts_are_the_same_on_cuda(tiny_model):
 
 
 class MatmulTokenizer(Group):
-    """A tokenizer that also runs a matmul (as a distance computation by ``mm`` would)."""
+    """A tokenizer that also runs a matmul (as a distance computation by ``mm`` would) and a Linear."""
+
+    def __init__(self, num_group, group_size):
+        super().__init__(num_group, group_size)
+        self.mix = nn.Linear(3, 3, bias=False)
 
     def forward(self, points):
-        gram = points @ points.transpose(1, 2)
+        gram = points @ self.mix(points).transpose(1, 2)
         neighborhood, center = super().forward(points)
         return neighborhood + 0 * gram.sum(), center
 
@@ -172,7 +176,7 @@ def test_matmuls_inside_the_tokenizer_stay_out_of_the_network_figures(tiny_model
     plain = count_compute(tiny_model, points)
     tiny_model.group_divider = MatmulTokenizer(16, 8)
     leaky = count_compute(tiny_model, points)
-    assert leaky.tokenizer_counted == TINY_POINTS * TINY_POINTS * 3
+    assert leaky.tokenizer_counted == TINY_POINTS * TINY_POINTS * 3 + TINY_POINTS * 3 * 3
     assert (leaky.conv_linear, leaky.attention, leaky.norm) == (plain.conv_linear, plain.attention, plain.norm)
 
 

@@ -17,38 +17,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+from _common import run_tool
 
-from backbones.errors import ToolkitError  # noqa: E402
-from pcclora.peft import PEFT_METHODS  # noqa: E402
-from pcclora.profiling.methods import COMPUTE_KEYS  # noqa: E402
+from pcclora.peft import PEFT_METHODS
+from pcclora.profiling.methods import COMPUTE_KEYS
 
 DEFAULT_METHODS = ("full", "linear", "lora", "clora", "clora_shared")
 JSON_KEYS = ("method", "params_total", "params_trainable", *COMPUTE_KEYS, "merged")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cfg", required=True, help="packaged config name (scanobjectnn_hardest.yaml) or a path")
-    parser.add_argument("--method", nargs="+", choices=PEFT_METHODS, default=list(DEFAULT_METHODS),
-                        help="methods to profile (default: %(default)s)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+    parser.add_argument("--method", nargs="+", choices=PEFT_METHODS, default=list(DEFAULT_METHODS), metavar="M",
+                        help=f"methods among {', '.join(PEFT_METHODS)} (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="config overrides, e.g. peft.rank=4 dataset.npoints=1024 backbone.num_group=64")
     parser.add_argument("--device", default="cpu", help="device of the latency measurement: cpu or cuda[:N]")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per method (raw counts)")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
     parser.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                         help="show the published figures under the measured ones (default: on)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32], help="latency batch sizes")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32], metavar="B",
+                        help="latency batch sizes (default: 1 32)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes per batch size (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per batch size; the median is shown")
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> str:
+def report_text(args: argparse.Namespace) -> str:
+    """The table (or the JSON list) for the parsed arguments."""
     from pcclora.config import load_config
     from pcclora.profiling import report
     from pcclora.profiling.errors import ProfilerError
@@ -86,15 +88,10 @@ def run(args: argparse.Namespace) -> str:
     return "\n\n".join(sections)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        print(run(args))
-    except ToolkitError as error:
-        print(f"profile_flops: error: {error}", file=sys.stderr)
-        return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    print(report_text(parse_args(argv)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -26,7 +26,6 @@ The counts are then split by *where* an op ran:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,8 +167,8 @@ class ComputeCount:
         conv_linear: MACs inside Conv/Linear layers (and their adapters).
         attention: MACs of the other matmul-like ops (attention products).
         norm: fvcore's normalisation-layer figure (counted as MACs, as fvcore does).
-        tokenizer_counted: MACs the counter saw inside the tokenizer (0 for the torch
-            backend: FPS and ``cdist`` use no matmul-like op); never part of the figures above.
+        tokenizer_counted: MACs the counter saw inside the tokenizer (0 for the built-in
+            backends: FPS and kNN use no matmul-like op); never part of the figures above.
         per_module: MACs (conv/linear + attention + norm) per direct child of the model.
     """
 
@@ -223,14 +222,20 @@ def count_compute(model: nn.Module, points: torch.Tensor) -> ComputeCount:
     if unknown:  # the counter's module naming changed: the split below would be wrong
         raise RuntimeError(f"FlopCounterMode reported modules this profiler cannot place: {sorted(unknown)}")
 
-    def inside(predicate, *, norm: bool) -> int:
-        return sum(_sum_ops(counts, names[id(m)], norm=norm) for m in _outermost(model, predicate))
+    # Outermost tokenizer or linear-like modules: a Linear inside the tokenizer stays tokenizer
+    # compute, and an adapter's base layer and products count once, with the adapter.
+    regions = list(_outermost(model, lambda m: is_tokenizer(m) or is_linear_like(m)))
+    tokenizers = [names[id(m)] for m in regions if is_tokenizer(m)]
+    linears = [names[id(m)] for m in regions if not is_tokenizer(m)]
 
-    tokenizer = inside(is_tokenizer, norm=False) + inside(is_tokenizer, norm=True)
-    conv_linear = inside(lambda m: not is_tokenizer(m) and is_linear_like(m), norm=False)
-    matmul_total = _sum_ops(counts, _GLOBAL, norm=False)
-    norm_total = _sum_ops(counts, _GLOBAL, norm=True) - inside(is_tokenizer, norm=True)
-    attention = matmul_total - conv_linear - inside(is_tokenizer, norm=False)
+    def total(module_names: list[str], *, norm: bool) -> int:
+        return sum(_sum_ops(counts, name, norm=norm) for name in module_names)
+
+    tokenizer_matmuls = total(tokenizers, norm=False)
+    tokenizer_norms = total(tokenizers, norm=True)
+    conv_linear = total(linears, norm=False)
+    attention = _sum_ops(counts, _GLOBAL, norm=False) - conv_linear - tokenizer_matmuls
+    norm = _sum_ops(counts, _GLOBAL, norm=True) - tokenizer_norms
 
     per_module = {}
     for child_name, child in model.named_children():
@@ -245,7 +250,7 @@ def count_compute(model: nn.Module, points: torch.Tensor) -> ComputeCount:
     return ComputeCount(
         conv_linear=conv_linear // 2,
         attention=attention // 2,
-        norm=norm_total // 2,
-        tokenizer_counted=tokenizer // 2,
+        norm=norm // 2,
+        tokenizer_counted=(tokenizer_matmuls + tokenizer_norms) // 2,
         per_module=per_module,
     )
