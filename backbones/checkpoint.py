@@ -106,10 +106,20 @@ class LoadReport:
             f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.ignored)} ignored"
         ]
         if self.missing:
-            lines.append("  missing (kept at init): " + _short_list(self.missing))
+            lines.append("  missing (kept at init): " + _by_module(self.missing))
         if self.unexpected:
-            lines.append("  unexpected (not used): " + _short_list(self.unexpected))
+            lines.append("  unexpected (not used): " + _by_module(self.unexpected))
         return "\n".join(lines)
+
+
+def _by_module(keys: list[str]) -> str:
+    """``a.x, a.y, b`` → ``a.* (2), b``: key names grouped by their top-level module."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split(".", 1)[0], []).append(key)
+    return ", ".join(
+        members[0] if len(members) == 1 else f"{name}.* ({len(members)})" for name, members in groups.items()
+    )
 
 
 def _short_list(keys: list[str], limit: int = 12) -> str:
@@ -243,7 +253,8 @@ def load_checkpoint(
             pre-training layouts (which lack the cls token and the head by design).
 
     Returns:
-        A :class:`LoadReport`. Nothing is written into the model when an error is raised.
+        A :class:`LoadReport` (its summary is also logged at INFO level to ``backbones.checkpoint``).
+        Nothing is written into the model when an error is raised.
 
     Raises:
         CheckpointError: unreadable file, a tensor whose shape differs from the model's (the
@@ -294,7 +305,7 @@ def load_checkpoint(
         )
 
     model.load_state_dict({key: ckpt[key] for key in loaded}, strict=False)
-    return LoadReport(
+    report = LoadReport(
         layout=remapped.layout,
         source=source_name,
         loaded=loaded,
@@ -302,3 +313,5 @@ def load_checkpoint(
         unexpected=unexpected,
         ignored=remapped.ignored,
     )
+    logger.info("%s", report.summary())
+    return report

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,8 +13,6 @@ from .checkpoint import load_checkpoint
 from .errors import UnknownNameError
 from .point_bert import PointBERT
 from .point_mae import PointMAE
-
-logger = logging.getLogger(__name__)
 
 #: Keyword overrides every built-in backbone accepts besides its ``default_config`` keys.
 EXTRA_OPTIONS = ("fused_attention", "tokenizer_backend")
@@ -76,7 +73,7 @@ def create_backbone(
         checkpoint: a path or an already loaded dict of any layout :func:`load_checkpoint`
             understands (official pre-trained or fine-tuned files, plain state dicts, this
             toolkit's exports). Its :class:`LoadReport` is logged and kept as
-            ``model.checkpoint_report``.
+            ``model.checkpoint_report`` (``None`` without a checkpoint).
         **overrides: official config names (``trans_dim``, ``depth``, ``num_heads``,
             ``num_group``, ``group_size``, ``encoder_dims``, ``drop_path_rate``, ``mlp_ratio``)
             and ``fused_attention``, ``tokenizer_backend``.
@@ -94,9 +91,7 @@ def create_backbone(
     model = factory(num_classes, **overrides)
     model.checkpoint_report = None
     if checkpoint is not None:
-        report = load_checkpoint(model, checkpoint)
-        logger.info("%s", report.summary())
-        model.checkpoint_report = report
+        model.checkpoint_report = load_checkpoint(model, checkpoint)
     return model
 
 

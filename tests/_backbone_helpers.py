@@ -97,7 +97,7 @@ def point_mae_decoder_shapes(prefix: str = "module.") -> Shapes:
     return {
         f"{prefix}mask_token": (1, 1, 384),
         **_pos_embed(f"{prefix}decoder_pos_embed"),
-        **transformer_shapes(f"{prefix}MAE_decoder.blocks.", depth=4),
+        **transformer_shapes(f"{prefix}MAE_decoder.", depth=4),  # a bare ModuleList: MAE_decoder.blocks.{i}
         **_layer_norm(f"{prefix}MAE_decoder.norm", 384),
         **_conv1x1(f"{prefix}increase_dim.0", 384, 3 * 32),
     }

@@ -103,6 +103,7 @@ def test_point_mae_pretrain_layout_loads_encoder_and_reports_decoder_as_unexpect
     assert len(report.loaded) == 156
     assert set(report.missing) == {"cls_token", "cls_pos"} | head
     assert len(decoder) == 53 and set(report.unexpected) == decoder
+    assert "unexpected (not used): mask_token, decoder_pos_embed.* (4), MAE_decoder.* (46)" in report.summary()
     state = point_mae_15.state_dict()
     assert all(torch.equal(state[key], pretrain[f"module.MAE_encoder.{key}"]) for key in report.loaded)
 
