@@ -13,6 +13,7 @@ from .fewshot import ModelNetFewShotDataset, make_fewshot_folds
 from .modelnet40 import ModelNet40Dataset, build_dat_cache, pc_normalize
 from .registry import build_dataset, dataset_options, list_datasets
 from .scanobjectnn import ScanObjectNNDataset
+from .synthetic import make_synthetic
 
 __all__ = [
     "MODELNET40_CLASSES",
@@ -30,11 +31,3 @@ __all__ = [
     "pc_normalize",
 ]
 
-
-def __getattr__(name: str) -> object:
-    # The generator is imported on first use: loading data does not need it.
-    if name == "make_synthetic":
-        from .synthetic import make_synthetic
-
-        return make_synthetic
-    raise AttributeError(f"module 'datasets' has no attribute {name!r}")

@@ -143,7 +143,10 @@ def scan_variants(shape: str, num_points: int, rng: np.random.Generator, variant
     low, high = surface.min(0), surface.max(0)
     centre, extent = (low + high) / 2, high - low
     out = {}
-    for variant, variant_rng in zip(variants, rng.spawn(len(VARIANTS))):
+    # one child generator per known variant, so a variant's content does not depend on which others are written
+    children = dict(zip(VARIANTS, rng.spawn(len(VARIANTS))))
+    for variant in variants:
+        variant_rng = children[variant]
         obj = surface
         crop_low, crop_high = centre - extent * 0.65, centre + extent * 0.65
         if variant == "hardest":

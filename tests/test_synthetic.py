@@ -70,6 +70,14 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, scan_root):
     assert not np.array_equal(read_h5(other / name)["data"], read_h5(scan_root / name)["data"])
 
 
+def test_a_variant_written_alone_equals_the_same_variant_written_with_the_others(tmp_path, scan_root):
+    alone = make_synthetic("scanobjectnn", tmp_path, num_train=45, num_test=30, seed=3, num_points=128,
+                           variants=["objonly"])
+    name = "main_split_nobg/test_objectdataset.h5"
+    np.testing.assert_array_equal(read_h5(alone / name)["data"], read_h5(scan_root / name)["data"])
+    assert not (alone / "main_split").exists()
+
+
 def test_modelnet40_layout_has_text_files_and_dat_cache(tmp_path):
     root = make_synthetic("modelnet40", tmp_path, num_train=10, num_test=5, seed=0, num_points=64, num_classes=5)
     names = (root / "modelnet40_shape_names.txt").read_text().split()
