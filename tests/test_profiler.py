@@ -234,12 +234,17 @@ def test_compute_figures_report_the_tokenizer_on_its_own_line(tiny_model):
     )
 
 
-def test_measure_latency_reports_median_and_throughput_per_batch_size(tiny_model):
+def test_measure_latency_reports_median_throughput_and_passes_per_batch_size(tiny_model):
     tiny_model.train()
     result = measure_latency(tiny_model, TINY_POINTS, "cpu", batch_sizes=(1, 2), warmup=0, repeats=1)
     assert result["device"] == "cpu" and result["npoints"] == TINY_POINTS
     assert [row["batch_size"] for row in result["results"]] == [1, 2]
     for row in result["results"]:
-        assert row["latency_ms"] > 0
+        assert row["latency_ms"] > 0 and row["repeats"] == 1
         assert row["throughput"] == pytest.approx(row["batch_size"] / (row["latency_ms"] / 1000))
     assert tiny_model.training
+
+
+def test_measure_latency_stops_repeating_once_the_time_budget_is_spent(tiny_model):
+    result = measure_latency(tiny_model, TINY_POINTS, "cpu", batch_sizes=(1,), warmup=0, repeats=5, max_seconds=0)
+    assert result["results"][0]["repeats"] == 1

@@ -156,6 +156,8 @@ def test_table_lists_measured_merged_and_published_rows_and_latency(tool, capsys
         assert any(line.startswith(name) and "published" in line for line in lines), name
     assert "FPS + kNN tokenizer" in out
     assert "latency on cpu" in out and "lora (un-merged)" in out and "batch 2 samples/s" in out
+    backbone_row = next(line for line in lines if line.startswith("backbone"))
+    assert "linear, lora merged" in backbone_row
 
 
 def test_no_published_leaves_the_published_rows_out(tool, capsys):

@@ -46,6 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="latency batch sizes (default: 1 32)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes per batch size (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per batch size; the median is shown")
+    parser.add_argument("--max-seconds", type=float, default=5.0,
+                        help="stop timing a batch size after this many seconds (at least one pass; default: 5)")
     return parser.parse_args(argv)
 
 
@@ -83,8 +85,10 @@ def report_text(args: argparse.Namespace) -> str:
     ]
     if args.latency:
         batch_sizes = tuple(args.batch_sizes)
-        rows = latency_rows(backbone, profiles, npoints, device, batch_sizes, args.warmup, args.repeats)
-        sections.append(report.latency_table(rows, str(device), args.warmup, args.repeats))
+        rows = latency_rows(
+            backbone, profiles, npoints, device, batch_sizes, args.warmup, args.repeats, args.max_seconds
+        )
+        sections.append(report.latency_table(rows, str(device), args.warmup, args.repeats, args.max_seconds))
     return "\n\n".join(sections)
 
 

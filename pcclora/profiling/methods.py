@@ -127,6 +127,7 @@ def latency_rows(
     batch_sizes: tuple[int, ...],
     warmup: int,
     repeats: int,
+    max_seconds: float,
 ) -> list[dict[str, Any]]:
     """Latency of every distinct network among ``profiles``.
 
@@ -146,7 +147,8 @@ def latency_rows(
             "network": network,
             "used_by": used_by,
             "results": measure_latency(
-                model, npoints, device, batch_sizes=batch_sizes, warmup=warmup, repeats=repeats
+                model, npoints, device, batch_sizes=batch_sizes, warmup=warmup, repeats=repeats,
+                max_seconds=max_seconds,
             )["results"],
         }
         for network, used_by, model in timed

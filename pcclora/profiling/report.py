@@ -82,17 +82,20 @@ def tokenizer_line(estimate: dict[str, int]) -> str:
     )
 
 
-def latency_table(rows: list[dict[str, Any]], device: str, warmup: int, repeats: int) -> str:
-    """Median latency and throughput per network and batch size."""
+def latency_table(rows: list[dict[str, Any]], device: str, warmup: int, repeats: int, max_seconds: float) -> str:
+    """Median latency (with the number of timed passes) and throughput per network and batch size."""
     batch_sizes = [r["batch_size"] for r in rows[0]["results"]]
     header = ["network", "used by"]
     for b in batch_sizes:
-        header += [f"batch {b} ms", f"batch {b} samples/s"]
+        header += [f"batch {b} ms (passes)", f"batch {b} samples/s"]
     table: list[tuple[str, ...]] = [tuple(header)]
     for row in rows:
         cells = [row["network"], ", ".join(row["used_by"])]
         for result in row["results"]:
-            cells += [f"{result['latency_ms']:.1f}", f"{result['throughput']:.1f}"]
+            cells += [f"{result['latency_ms']:.1f} ({result['repeats']})", f"{result['throughput']:.1f}"]
         table.append(tuple(cells))
-    title = f"latency on {device} (median of {repeats} after {warmup} warm-up pass(es), random clouds):"
+    title = (
+        f"latency on {device}, random clouds: {warmup} warm-up pass(es), then the median of up to {repeats} "
+        f"timed passes per batch size (fewer once {max_seconds:g} s are spent):"
+    )
     return title + "\n" + _render(table)
