@@ -46,7 +46,7 @@ def tiny_report() -> dict:
     done = run_tool(*TINY_ARGS, *quick, "--only", "train", "infer", "tokenizer", "sade")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    done = run_tool(*TINY_ARGS, *quick, "--only", "memory", "--methods", "full", "clora")
+    done = run_tool(*TINY_ARGS, *quick, "--only", "memory", "--methods", "clora")
     assert done.returncode == 0, done.stderr
     report["memory"] = json.loads(done.stdout)["memory"]
     return report
@@ -57,10 +57,10 @@ def test_json_report_has_every_section_and_method(tiny_report):
     for method in METHODS:
         step = tiny_report["train"][method]["step"]
         assert step["median_s"] > 0 and len(step["runs_s"]) == 1
-    for method in ("full", "clora"):
-        memory = tiny_report["memory"][method]
-        assert memory["kind"] == "cpu_peak_rss"
-        assert memory["peak_absolute_mib"] >= memory["after_build_mib"] >= memory["after_imports_mib"] > 0
+    memory = tiny_report["memory"]["clora"]
+    for figures in (memory, memory["default_malloc"]):
+        assert figures["kind"] == "cpu_peak_rss"
+        assert figures["peak_absolute_mib"] >= figures["after_build_mib"] >= figures["after_imports_mib"] > 0
     for name in ("plain", "clora_unmerged", "clora_merged"):
         assert tiny_report["infer"][name]["median_s"] > 0
     assert tiny_report["tokenizer"]["torch"]["available"] is True
