@@ -39,7 +39,7 @@ class PointBERT(PointPatchTransformer):
             nn.Linear(self.trans_dim * 2, 256),
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
-            nn.Linear(256, num_classes),
+            nn.Linear(256, self.num_classes),
         )
         self._init_backbone_weights()
 

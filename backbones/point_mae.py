@@ -49,6 +49,6 @@ class PointMAE(PointPatchTransformer):
             nn.BatchNorm1d(256),
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
-            nn.Linear(256, num_classes),
+            nn.Linear(256, self.num_classes),
         )
         self._init_backbone_weights()

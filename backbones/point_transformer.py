@@ -14,6 +14,7 @@ Subclasses choose the head and whether tokens are projected (``reduce_dim``).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar
 
 import torch
@@ -77,6 +78,9 @@ class PointPatchTransformer(nn.Module):
                 f"trans_dim {trans_dim} is not divisible by num_heads {num_heads}; "
                 f"choose num_heads among the divisors of trans_dim (the official model uses 384 / 6)"
             )
+        num_classes, trans_dim, depth, num_heads, num_group, group_size, encoder_dims = (
+            int(v) for v in (num_classes, trans_dim, depth, num_heads, num_group, group_size, encoder_dims)
+        )
         self.num_classes = num_classes
         self.trans_dim = trans_dim
         self.depth = depth
@@ -84,7 +88,7 @@ class PointPatchTransformer(nn.Module):
         self.num_group = num_group
         self.group_size = group_size
         self.encoder_dims = encoder_dims
-        self.drop_path_rate = drop_path_rate
+        self.drop_path_rate = float(drop_path_rate)
 
         self.group_divider = Group(num_group, group_size, backend=tokenizer_backend)
         self.encoder = PatchEncoder(encoder_dims)
@@ -195,5 +199,5 @@ class PointPatchTransformer(nn.Module):
 
 def _check_sizes(**sizes: int) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ModelConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -244,3 +244,11 @@ def test_non_finite_points_are_an_input_shape_error():
 def test_errors_share_the_toolkit_base_class():
     assert issubclass(InputShapeError, backbones.ToolkitError)
     assert issubclass(ModelConfigError, backbones.ToolkitError)
+
+
+def test_numpy_integer_sizes_are_accepted_as_ints():
+    import numpy as np
+
+    model = _tiny(num_classes=np.int64(3), num_group=np.int32(8))
+    assert type(model.num_classes) is int and type(model.num_group) is int
+    assert model.cls_head_finetune[-1].out_features == 3
