@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -247,8 +248,6 @@ def test_errors_share_the_toolkit_base_class():
 
 
 def test_numpy_integer_sizes_are_accepted_as_ints():
-    import numpy as np
-
     model = _tiny(num_classes=np.int64(3), num_group=np.int32(8))
     assert type(model.num_classes) is int and type(model.num_group) is int
     assert model.cls_head_finetune[-1].out_features == 3
