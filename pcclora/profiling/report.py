@@ -10,12 +10,12 @@ _COLUMNS = ("method", "model", "params", "trainable", "conv+linear GMACs", "GMAC
 _DASH = "–"
 
 
-def _millions(count: int | None) -> str:
-    return _DASH if count is None else f"{count / 1e6:.3f}M"
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.3f}M"
 
 
-def _billions(count: int | None, digits: int = 3) -> str:
-    return _DASH if count is None else f"{count / 1e9:.{digits}f}"
+def _billions(count: int, digits: int = 3) -> str:
+    return f"{count / 1e9:.{digits}f}"
 
 
 def _render(rows: list[tuple[str, ...]], separator_before: set[int] | None = None) -> str:
@@ -46,7 +46,7 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str
                 _billions(merged["macs_conv_linear"]), _billions(merged["macs_with_attention"]),
                 _billions(merged["flops"]),
             ))
-    separators = set()
+    separators: set[int] = set()
     if published:
         separators.add(len(rows))
         for row in PUBLISHED_ROWS:
