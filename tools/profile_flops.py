@@ -38,7 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="config overrides, e.g. peft.rank=4 dataset.npoints=1024 backbone.num_group=64")
     parser.add_argument("--device", default="cpu", help="device of the latency measurement: cpu or cuda[:N]")
-    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per method (raw counts; no latency)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list, one object per method (raw counts; no latency)")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
     parser.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                         help="show the published figures under the measured ones (default: on)")
