@@ -40,7 +40,7 @@ SOURCES = ("auto", "txt", "dat", "h5")
 CACHE_POINTS = 8192
 SHAPE_NAMES_FILE = "modelnet40_shape_names.txt"
 H5_SHAPE_NAMES_FILE = "shape_names.txt"
-_FPS_CHUNK = 64  # clouds per FPS call while building the cache: bounds memory, keeps a progress bar
+_FPS_CHUNK_POINTS = 2**21  # points per FPS call while building the cache: big calls amortise the loop, bounded memory
 
 LAYOUT = """  modelnet40_normal_resampled/      <- give this folder (or its parent) as root
     modelnet40_shape_names.txt        one class name a line, label order
@@ -170,8 +170,9 @@ def fps_order(clouds: Sequence[np.ndarray], num_points: int) -> list[np.ndarray]
         by_size.setdefault(cloud.shape[0], []).append(i)
     for size, members in by_size.items():
         take = min(num_points, size)
-        for start in range(0, len(members), _FPS_CHUNK):
-            chunk = members[start : start + _FPS_CHUNK]
+        chunk_size = max(1, _FPS_CHUNK_POINTS // size)
+        for start in range(0, len(members), chunk_size):
+            chunk = members[start : start + chunk_size]
             batch = torch.from_numpy(np.stack([clouds[i] for i in chunk]))
             idx = farthest_point_sample(batch[..., :3].contiguous(), take)
             for i, ordered in zip(chunk, gather_points(batch, idx).numpy()):
