@@ -58,10 +58,6 @@ class PointCloudDataset(Dataset):
             cloud = cloud[torch.randperm(cloud.shape[0])]
         return cloud, int(self.labels[index])
 
-    def class_counts(self) -> np.ndarray:
-        """(num_classes,) number of samples of each class."""
-        return np.bincount(self.labels, minlength=self.num_classes)
-
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(samples={len(self)}, classes={self.num_classes}, "
