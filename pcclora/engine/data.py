@@ -88,12 +88,15 @@ def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Any = print) 
         f"({synthetic['num_train']} train / {synthetic['num_test']} test, seed {synthetic['seed']}); "
         "it is reused on the next run"
     )
+    options = {"variants": [dataset_cfg["variant"]]} if name == "scanobjectnn" else {}
     make_synthetic(
         SYNTHETIC_FORMAT[name],
         root,
         num_train=synthetic["num_train"],
         num_test=synthetic["num_test"],
         seed=synthetic["seed"],
+        num_points=synthetic["num_points"],
+        **options,
     )
 
 

@@ -23,6 +23,7 @@ class DistributedContext:
     world_size: int
     local_rank: int
     device: torch.device
+    owns_group: bool = False  # this context created the process group (and so destroys it)
 
     @property
     def enabled(self) -> bool:
@@ -54,17 +55,20 @@ def init_distributed(device_name: str) -> DistributedContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
+    owns_group = False
     if world_size > 1:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+            owns_group = True
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns_group)
 
 
-def shutdown_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+def shutdown_distributed(context: DistributedContext) -> None:
+    """Destroy the process group if ``context`` created it."""
+    if context.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

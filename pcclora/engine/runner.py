@@ -38,7 +38,7 @@ from pcclora.engine.distributed import (
 )
 from pcclora.engine.evaluate import evaluate, evaluate_votes
 from pcclora.engine.metrics import Accuracy
-from pcclora.engine.model import build_model, describe_trainable, load_official_model, unwrap
+from pcclora.engine.model import backbone_checkpoint_path, build_model, describe_trainable, load_official_model, unwrap
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_confusion, plot_curves
 from pcclora.engine.run_folder import RunFolder
@@ -57,7 +57,7 @@ def default_output(config: dict[str, Any]) -> Path:
 
 
 def configure_determinism(config: dict[str, Any], context: DistributedContext, log: Any) -> None:
-    """Deterministic kernels when asked; AMP only where it exists (bf16 on CUDA)."""
+    """Deterministic kernels when asked (undone by :func:`finetune` at the end); AMP only on CUDA."""
     training = config["training"]
     if training["deterministic"]:
         if context.device.type == "cuda":
@@ -196,10 +196,12 @@ def finetune(
     """
     started = time.perf_counter()
     context = init_distributed(config["training"]["device"])
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         return _finetune(config, output, resume, export, context, started)
     finally:
-        shutdown_distributed()
+        torch.use_deterministic_algorithms(deterministic_before)
+        shutdown_distributed(context)
 
 
 def _finetune(
@@ -219,6 +221,7 @@ def _finetune(
     run.write_config(config)
     run.log(f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, processes {context.world_size})")
 
+    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
     data = build_run_data(config["dataset"], run.log)
     run.log(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
     model = build_model(config, data.num_classes, run.log).to(context.device)
@@ -450,5 +453,5 @@ def evaluate_checkpoint(
             result["export"] = str(export)
         return result
     finally:
-        shutdown_distributed()
+        shutdown_distributed(context)
 

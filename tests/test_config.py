@@ -1,0 +1,142 @@
+"""Config resolution: packaged names from any folder, paths, _base_ inheritance, --set overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pcclora.config import ConfigError, available_configs, load_config, resolve_config_path
+
+OFFICIAL_SETTINGS = {
+    # config: (backbone, npoints, num_group, encoder_dims, max_epoch, label_smoothing)
+    "scanobjectnn_hardest": ("point_mae", 2048, 128, 384, 300, 0.0),
+    "scanobjectnn_objbg": ("point_mae", 2048, 128, 384, 300, 0.0),
+    "scanobjectnn_objonly": ("point_mae", 2048, 128, 384, 300, 0.0),
+    "modelnet40": ("point_mae", 1024, 64, 384, 300, 0.0),
+    "modelnet40_8k": ("point_mae", 8192, 512, 384, 300, 0.0),
+    "modelnet40_fewshot": ("point_mae", 1024, 64, 384, 150, 0.0),
+    "point_bert_scanobjectnn_hardest": ("point_bert", 1024, 64, 256, 300, 0.2),
+    "point_bert_scanobjectnn_objbg": ("point_bert", 1024, 64, 256, 300, 0.2),
+    "point_bert_scanobjectnn_objonly": ("point_bert", 1024, 64, 256, 300, 0.2),
+    "point_bert_modelnet40": ("point_bert", 1024, 64, 256, 300, 0.2),
+    "point_bert_modelnet40_8k": ("point_bert", 8192, 512, 256, 300, 0.2),
+    "point_bert_modelnet40_fewshot": ("point_bert", 1024, 64, 256, 150, 0.2),
+}
+
+
+def test_every_packaged_config_is_listed_and_loads_with_the_official_settings():
+    assert set(OFFICIAL_SETTINGS) | {"demo"} == set(available_configs())
+    for name, (backbone, npoints, groups, encoder_dims, max_epoch, smoothing) in OFFICIAL_SETTINGS.items():
+        config = load_config(name)
+        assert config["name"] == name
+        assert config["backbone"]["name"] == backbone
+        assert config["dataset"]["npoints"] == npoints
+        assert config["backbone"]["num_group"] == groups and config["backbone"]["group_size"] == 32
+        assert config["backbone"]["encoder_dims"] == encoder_dims
+        assert config["training"]["max_epoch"] == max_epoch == config["scheduler"]["epochs"]
+        assert config["training"]["label_smoothing"] == smoothing
+        assert config["optimizer"] == {"name": "adamw", "lr": 0.0005, "weight_decay": 0.05}
+        assert config["training"]["batch_size"] == 32 and config["training"]["grad_clip"] == 10.0
+        assert config["scheduler"]["warmup_epochs"] == 10
+        assert config["peft"]["method"] == "clora" and config["peft"]["rank"] == 8
+
+
+def test_bare_name_resolves_with_or_without_suffix_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config_path("scanobjectnn_hardest") == resolve_config_path("scanobjectnn_hardest.yaml")
+    assert load_config("scanobjectnn_objbg.yaml")["dataset"]["variant"] == "objbg"
+
+
+def test_a_path_is_used_as_given_and_its_base_is_found_next_to_it(tmp_path):
+    (tmp_path / "shared.yaml").write_text("training:\n  seed: 7\n  batch_size: 16\n")
+    (tmp_path / "mine.yaml").write_text("_base_: [scanobjectnn_hardest, shared.yaml]\ntraining:\n  batch_size: 8\n")
+    config = load_config(tmp_path / "mine.yaml")
+    assert config["name"] == "mine"
+    assert config["training"]["seed"] == 7  # from shared.yaml
+    assert config["training"]["batch_size"] == 8  # the file wins over its bases
+    assert config["backbone"]["num_group"] == 128  # from the packaged base, deep-merged
+    assert config["training"]["grad_clip"] == 10.0  # from the defaults
+
+
+def test_inheritance_cycle_is_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_unknown_config_name_lists_the_packaged_ones_and_the_nearest():
+    with pytest.raises(ConfigError) as error:
+        load_config("scanobjectnn_hardst")
+    assert "did you mean 'scanobjectnn_hardest'" in str(error.value)
+    assert "modelnet40_fewshot" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("trainig:\n  seed: 1\n", "'training'"),
+        ("training:\n  batchsize: 4\n", "'training.batch_size'"),
+        ("dataset:\n  augment:\n    rotate: true\n", "'dataset.augment.rotate_y'"),
+    ],
+)
+def test_unknown_key_in_a_file_suggests_the_nearest_valid_key(tmp_path, text, suggestion):
+    path = tmp_path / "typo.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"did you mean {suggestion}"):
+        load_config(path)
+
+
+def test_unknown_peft_key_is_reported_by_the_peft_schema(tmp_path):
+    path = tmp_path / "peft.yaml"
+    path.write_text("peft:\n  rnak: 4\n")
+    with pytest.raises(Exception, match="rank"):
+        load_config(path)
+
+
+def test_set_overrides_parse_yaml_values_and_keep_types():
+    config = load_config(
+        "scanobjectnn_hardest",
+        ["training.seed=3", "optimizer.lr=1", "dataset.augment.rotate_y=true", "peft.method=lora", "peft.rank=16",
+         "peft.target_modules=[attn.qkv]", "backbone.depth=4"],
+    )
+    assert config["training"]["seed"] == 3
+    assert config["optimizer"]["lr"] == 1.0 and isinstance(config["optimizer"]["lr"], float)
+    assert config["dataset"]["augment"]["rotate_y"] is True
+    assert config["peft"]["method"] == "lora" and config["peft"]["rank"] == 16
+    assert config["peft"]["target_modules"] == ["attn.qkv"]
+    assert config["backbone"]["depth"] == 4  # a null default accepts a value
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.seed=abc", "expected a int like the current value 0, got a str"),
+        ("training.deterministic=1", "expected a bool"),
+        ("optimizer.lr=fast", "expected a float"),
+        ("trainig.seed=1", "did you mean 'training.seed'"),
+        ("training.sed=1", "did you mean 'training.seed'"),
+        ("peft.rnak=4", "did you mean 'peft.rank'"),
+        ("training=1", "is a section"),
+        ("training.seed", "expected key.sub=value"),
+    ],
+)
+def test_bad_set_override_is_one_clear_error(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config("scanobjectnn_hardest", [override])
+
+
+def test_saved_config_reloads_to_the_same_dict(tmp_path):
+    import yaml
+
+    from pcclora.config import config_from_dict, dump_config
+
+    config = load_config("point_bert_modelnet40", ["training.seed=5"])
+    reloaded = config_from_dict(yaml.safe_load(dump_config(config)), name=config["name"])
+    assert reloaded == config
+
+
+def test_packaged_configs_live_next_to_the_package():
+    folder = resolve_config_path("demo").parent
+    assert folder == Path(__file__).resolve().parents[1] / "pcclora" / "configs"

@@ -1,0 +1,241 @@
+"""The training engine on miniature official-layout data with tiny models.
+
+Covers: a 1-epoch run for each dataset family, the run folder, resume equality, export and
+reload, voting (logits averaged, never a maximum), the non-finite-loss stop, Ctrl-C, metrics,
+label smoothing and atomic checkpoint writing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import backbones
+import pcclora
+from _engine_helpers import tiny_config, write_fewshot, write_modelnet40_dat, write_scanobjectnn
+from pcclora.engine import evaluate_checkpoint, finetune, load_run_for_resume
+from pcclora.engine import runner as runner_module
+from pcclora.engine.checkpoint import read_run_checkpoint, save_atomic
+from pcclora.engine.distributed import init_distributed
+from pcclora.engine.evaluate import evaluate_votes
+from pcclora.engine.losses import classification_loss
+from pcclora.engine.metrics import Accuracy
+from pcclora.engine.trainer import NonFiniteLossError
+
+SUMMARY_KEYS = {"num_classes", "best_epoch", "best_oa", "best_macc", "last_oa", "last_macc", "params_total",
+                "params_trainable", "method", "status"}
+
+
+@pytest.fixture(scope="module")
+def scan_root(tmp_path_factory):
+    return write_scanobjectnn(tmp_path_factory.mktemp("scan") / "ScanObjectNN")
+
+
+@pytest.fixture(scope="module")
+def finished_run(scan_root, tmp_path_factory):
+    """A 2-epoch CLoRA run on ScanObjectNN layout, with voting and export at the end."""
+    output = tmp_path_factory.mktemp("runs") / "clora"
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1", "training.vote=2"])
+    summary = finetune(config, output=output, export="")
+    return output, config, summary
+
+
+def test_run_folder_holds_config_metrics_summary_plots_and_checkpoints(finished_run):
+    output, config, summary = finished_run
+    for name in ("config.yaml", "log.txt", "metrics.csv", "summary.json", "curves.png", "confusion.png",
+                 "checkpoints/last.pth", "checkpoints/best.pth", "model_merged.pth"):
+        assert (output / name).is_file(), name
+    written = json.loads((output / "summary.json").read_text())
+    assert SUMMARY_KEYS | {"vote_oa"} <= set(written)
+    assert written["num_classes"] == 15 and written["method"] == "clora" and written["epochs_run"] == 2
+    rows = list(csv.DictReader(open(output / "metrics.csv")))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert float(rows[-1]["test_oa"]) == pytest.approx(written["last_oa"], abs=1e-4)
+    assert written["param_groups"]["bases"] > 0 and written["params_trainable"] < written["params_total"]
+
+
+def test_checkpoint_holds_only_trained_tensors_and_resume_state(finished_run):
+    output, _, _ = finished_run
+    checkpoint = read_run_checkpoint(output / "checkpoints" / "last.pth")
+    assert {"adapter", "optimizer", "scheduler", "rng", "config", "epoch", "metrics", "history"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 1
+    keys = [key for key in checkpoint["adapter"] if key != "peft_config"]
+    assert any("cls_head_finetune" in key for key in keys)
+    assert not any(key.startswith("blocks.blocks.0.attn.qkv.base_layer") or key.startswith("encoder.") for key in keys)
+    assert {"python", "numpy", "torch"} <= set(checkpoint["rng"])
+
+
+def test_resume_after_an_interruption_ends_with_the_same_metrics_as_a_straight_run(scan_root, tmp_path):
+    straight = finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path / "a")
+    finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1"]), output=tmp_path / "b")
+    config, last = load_run_for_resume(tmp_path / "b", ["training.max_epoch=2"])
+    resumed = finetune(config, output=tmp_path / "b", resume=last)
+    history_a = read_run_checkpoint(tmp_path / "a" / "checkpoints" / "last.pth")["history"]
+    history_b = read_run_checkpoint(tmp_path / "b" / "checkpoints" / "last.pth")["history"]
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]  # noqa: E731
+    assert strip(history_a) == strip(history_b)
+    for key in ("best_oa", "last_oa", "last_macc", "best_epoch"):
+        assert straight[key] == resumed[key]
+    adapters_a = read_run_checkpoint(tmp_path / "a" / "checkpoints" / "last.pth")["adapter"]
+    adapters_b = read_run_checkpoint(tmp_path / "b" / "checkpoints" / "last.pth")["adapter"]
+    for key, value in adapters_a.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, adapters_b[key]), key
+
+
+def test_export_loads_strictly_into_a_plain_backbone_with_the_same_logits(finished_run):
+    output, config, _ = finished_run
+    exported = torch.load(output / "model_merged.pth", map_location="cpu")
+    assert list(exported) == ["base_model"]
+    assert not any("lora" in key or "base_layer" in key for key in exported["base_model"])
+    sizes = {key: config["backbone"][key] for key in ("trans_dim", "depth", "num_heads", "num_group", "group_size", "encoder_dims")}
+    plain = backbones.create_backbone("point_mae", num_classes=15, checkpoint=output / "model_merged.pth", **sizes).eval()
+    assert backbones.load_checkpoint(plain, output / "model_merged.pth", strict=True).missing == []
+    from pcclora.engine.model import build_model
+
+    adapted = build_model(config, 15, log=lambda message: None)
+    pcclora.load_adapter_state_dict(adapted, read_run_checkpoint(output / "checkpoints" / "last.pth")["adapter"])
+    points = torch.rand(3, 64, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(points), adapted.eval()(points), rtol=1e-4, atol=1e-5)
+
+
+def test_test_tool_path_reproduces_the_logged_accuracy_and_votes(finished_run, tmp_path):
+    output, _, summary = finished_run
+    result = evaluate_checkpoint(output / "checkpoints" / "last.pth", votes=2, export=tmp_path / "m.pth")
+    assert result["oa"] == pytest.approx(summary["last_oa"])
+    assert result["macc"] == pytest.approx(summary["last_macc"])
+    assert result["vote_oa"] == pytest.approx(summary["vote_oa"])  # same seed, same votes
+    assert torch.load(tmp_path / "m.pth").keys() == {"base_model"}
+
+
+class _ScriptedLogits(nn.Module):
+    """Returns, call after call, the scripted logits for the whole batch (ignores the points)."""
+
+    def __init__(self, script: list[list[float]]) -> None:
+        super().__init__()
+        self.script = [torch.tensor(row) for row in script]
+        self.calls = 0
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        logits = self.script[self.calls % len(self.script)]
+        self.calls += 1
+        return logits.expand(points.shape[0], -1)
+
+
+def test_voting_averages_the_logits_of_the_votes_and_never_takes_a_maximum():
+    # votes: [10, 0], [0, 6], [0, 6] -> mean [3.3, 4] -> class 1; a max over votes would say class 0
+    model = _ScriptedLogits([[10.0, 0.0], [0.0, 6.0], [0.0, 6.0]])
+    loader = DataLoader(TensorDataset(torch.rand(4, 80, 3), torch.ones(4, dtype=torch.long)), batch_size=4)
+    augment = {"scale_low": 2 / 3, "scale_high": 1.5, "translate": 0.2}
+    accuracy = evaluate_votes(model, loader, 64, 2, 3, augment, torch.Generator().manual_seed(0), init_distributed("cpu"))
+    assert model.calls == 3
+    assert accuracy.overall == 100.0
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scan_root, tmp_path, monkeypatch):
+    from pcclora.engine import trainer
+
+    real_loss = trainer.classification_loss
+    calls = {"count": 0}
+
+    def loss_that_diverges(logits, labels, smoothing=0.0):
+        calls["count"] += 1
+        loss = real_loss(logits, labels, smoothing)
+        return loss * math.nan if calls["count"] > 4 else loss  # 4 batches per epoch: epoch 1 diverges
+
+    monkeypatch.setattr(trainer, "classification_loss", loss_that_diverges)
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=3"])
+    with pytest.raises(NonFiniteLossError, match=r"nan at epoch 1, batch 0.*last good checkpoint is kept.*epoch 0"):
+        finetune(config, output=tmp_path)
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: non-finite loss"
+
+
+def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch):
+    real_epoch = runner_module.train_one_epoch
+
+    def interrupted_epoch(*args, **kwargs):
+        if args[7] == 1:  # the epoch argument
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1"])
+    summary = finetune(config, output=tmp_path)
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 1
+    monkeypatch.setattr(runner_module, "train_one_epoch", real_epoch)
+    config, last = load_run_for_resume(tmp_path, [])
+    assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 2
+
+
+@pytest.mark.parametrize(
+    ("config_name", "writer", "extra"),
+    [
+        ("modelnet40", write_modelnet40_dat, ["training.deterministic=true"]),
+        ("point_bert_modelnet40_fewshot", write_fewshot, ["dataset.shot=2", "peft.method=lora", "training.batch_size=5"]),
+        ("point_bert_scanobjectnn_objbg", None, ["peft.method=full", "dataset.augment.rotate_y=true"]),
+    ],
+)
+def test_one_epoch_on_each_dataset_family(config_name, writer, extra, scan_root, tmp_path):
+    if writer is None:  # ScanObjectNN OBJ_BG layout: main_split/{training,test}_objectdataset.h5
+        root = scan_root.parent / "objbg"
+        (root / "main_split").mkdir(parents=True, exist_ok=True)
+        for split in ("training", "test"):
+            target = root / "main_split" / f"{split}_objectdataset.h5"
+            if not target.exists():
+                target.symlink_to(scan_root / "main_split" / f"{split}_objectdataset_augmentedrot_scale75.h5")
+    else:
+        root = writer(tmp_path / "data")
+    config = tiny_config(config_name, root, extra=extra)
+    summary = finetune(config, output=tmp_path / "run")
+    assert summary["status"] == "finished" and summary["epochs_run"] == 1
+    assert 0.0 <= summary["last_oa"] <= 100.0
+    expected_classes = {"modelnet40": 40, "point_bert_modelnet40_fewshot": 5, "point_bert_scanobjectnn_objbg": 15}
+    assert summary["num_classes"] == expected_classes[config_name]
+    assert torch.are_deterministic_algorithms_enabled() is False  # the run restores the global switch
+
+
+def test_missing_backbone_checkpoint_names_the_file_and_where_to_get_it(scan_root, tmp_path):
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=[f"backbone.checkpoint={tmp_path / 'pretrain.pth'}"])
+    with pytest.raises(backbones.CheckpointError, match=r"pretrain\.pth not found.*Point-MAE.*--ckpt"):
+        finetune(config, output=tmp_path / "run")
+
+
+def test_accuracy_from_predictions():
+    accuracy = Accuracy.from_predictions(torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 2]), 4)
+    assert accuracy.overall == pytest.approx(80.0)
+    assert accuracy.mean_class == pytest.approx(100 * (1 + 0.5 + 1) / 3)  # class 3 absent: not averaged
+    assert accuracy.confusion.tolist()[1] == [1, 1, 0, 0]
+
+
+def test_label_smoothing_gives_the_target_one_minus_eps_and_the_rest_eps_over_c_minus_one():
+    logits = torch.randn(4, 5)
+    labels = torch.tensor([0, 3, 4, 1])
+    target = torch.full((4, 5), 0.2 / 4)
+    target[torch.arange(4), labels] = 0.8
+    expected = -(target * torch.log_softmax(logits, 1)).sum(1).mean()
+    torch.testing.assert_close(classification_loss(logits, labels, 0.2), expected)
+    torch.testing.assert_close(classification_loss(logits, labels), nn.functional.cross_entropy(logits, labels))
+
+
+def test_atomic_save_leaves_the_previous_file_when_writing_fails(tmp_path, monkeypatch):
+    path = save_atomic({"epoch": 1}, tmp_path / "last.pth")
+
+    def failing_save(obj, stream):
+        stream.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError):
+        save_atomic({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
