@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -280,14 +283,23 @@ def make_synthetic(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DatasetError(f"{name} must be a positive integer, got {value!r}")
     out = Path(out)
-    if format == "scanobjectnn":
-        points = num_points or SCAN_POINTS
-        write_scanobjectnn(out, num_train, num_test, seed, variants, background, points)
-        classes = {name: SCANOBJECTNN_SHAPES[name] for name in SCANOBJECTNN_CLASSES}
-    else:
-        points = num_points or MODELNET_POINTS
-        write_modelnet40(out, num_train, num_test, seed, points, num_classes)
-        classes = {name: name for name in MODELNET40_SHAPES[:num_classes]}
+    # A new folder is written under a temporary name and renamed when complete, so an
+    # interrupted run never leaves a half-written dataset that a later run would take as done.
+    fresh = not out.exists()
+    target = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_existing_parent(out))) if fresh else out
+    try:
+        if format == "scanobjectnn":
+            points = num_points or SCAN_POINTS
+            write_scanobjectnn(target, num_train, num_test, seed, variants, background, points)
+            classes = {name: SCANOBJECTNN_SHAPES[name] for name in SCANOBJECTNN_CLASSES}
+        else:
+            points = num_points or MODELNET_POINTS
+            write_modelnet40(target, num_train, num_test, seed, points, num_classes)
+            classes = {name: name for name in MODELNET40_SHAPES[:num_classes]}
+    except BaseException:
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     info = {
         "synthetic": True,
         "format": format,
@@ -298,5 +310,16 @@ def make_synthetic(
         "class_to_procedural_shape": classes,
         "generator": "datasets.synthetic.make_synthetic (pcclora)",
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (target / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    if fresh:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(target, 0o777 & ~umask)  # mkdtemp makes it private; the dataset folder should not be
+        os.replace(target, out)
     return out
+
+
+def _existing_parent(out: Path) -> Path:
+    """Create ``out``'s parent folders and return the parent (the temporary folder goes there)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent

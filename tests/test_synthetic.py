@@ -116,6 +116,18 @@ def test_surface_sampling_is_uniform_by_area():
     assert abs(lower - 0.75) < 0.01
 
 
+def test_an_interrupted_run_leaves_no_dataset_folder(tmp_path, monkeypatch):
+    import datasets.synthetic as synthetic
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "build_dat_cache", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic("modelnet40", tmp_path / "data" / "mn", num_train=4, num_test=2, num_points=16, num_classes=2)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
 def test_bad_arguments_are_reported(tmp_path):
     with pytest.raises(DatasetError, match="unknown synthetic format 'shapenet'"):
         make_synthetic("shapenet", tmp_path)
