@@ -266,7 +266,8 @@ def make_synthetic(
             15 classes, 2048 points) or ``"modelnet40"`` (writes the
             ``modelnet40_normal_resampled`` text layout into ``out`` plus the FPS ``.dat``
             caches; ``num_classes`` classes, 2048 points per text file by default).
-        out: the folder to write (created); use it as the dataset root.
+        out: the folder to write; use it as the dataset root. A new folder appears only when
+            complete (written under a temporary name, then renamed); an existing one is written into.
         num_train, num_test: samples per split (classes balanced).
         seed: everything written is a function of the seed.
         num_points: points per sample (default 2048).
