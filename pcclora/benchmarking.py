@@ -42,9 +42,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from backbones import create_backbone
+from backbones import Attention, create_backbone
 from backbones.errors import ToolkitError
 from backbones.tokenizer import BACKENDS, available_backends, group_points
+from pcclora.peft import apply_peft, merge_adapters, resolve_peft_config, sade_loss
+from pcclora.peft.bases import CLoRABaseBank
+from pcclora.peft.config import BASE_SPACE_METHODS
+from pcclora.peft.layers import AdapterLinear, CLoRALinear
+from pcclora.peft.sade import SADE_EPS
 
 #: Method names of the benchmark and the ``peft:`` block each one trains with.
 METHOD_CONFIGS: dict[str, dict[str, Any]] = {
@@ -135,13 +140,6 @@ class BenchmarkSettings:
 # building blocks
 # ----------------------------------------------------------------------------------------------
 
-def _peft():
-    # Imported on use: ``pcclora.peft`` is a sibling package that the tokenizer section does not need.
-    from pcclora import peft
-
-    return peft
-
-
 def synchronize(device: str) -> None:
     """Wait for queued CUDA work so that wall-clock time covers it (no-op on CPU)."""
     if device == "cuda":
@@ -166,13 +164,17 @@ def build_model(settings: BenchmarkSettings, method: str | None) -> tuple[nn.Mod
     model = create_backbone("point_mae", num_classes=settings.num_classes, **settings.model)
     cfg = None
     if method is not None:
-        peft = _peft()
         raw = dict(METHOD_CONFIGS[method])
         if method == "clora+sade":
             raw["sade_weight"] = settings.sade_weight
-        cfg = peft.resolve_peft_config(raw)
-        model = peft.apply_peft(model, cfg)
+        cfg = resolve_peft_config(raw)
+        model = apply_peft(model, cfg)
     return model.to(settings.device).train(), cfg
+
+
+def training_sade_weight(cfg: Mapping[str, Any]) -> float:
+    """λ the training step applies: the config's ``sade_weight`` for methods with base spaces, else 0."""
+    return float(cfg["sade_weight"]) if cfg["method"] in BASE_SPACE_METHODS else 0.0
 
 
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -202,7 +204,7 @@ def train_step(
     """One step: forward, CE (+ λ·SADE when λ > 0), backward, optimizer step, gradients freed."""
     loss = F.cross_entropy(model(points), labels)
     if sade_weight > 0:
-        loss = loss + sade_weight * _peft().sade_loss(model)
+        loss = loss + sade_weight * sade_loss(model)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -246,9 +248,6 @@ def randomize_adapters(model: nn.Module, seed: int, std: float = 0.1) -> None:
 
 def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters of the adapters: those of ``AdapterLinear`` wrappers and of the CLoRA base bank."""
-    from pcclora.peft.bases import CLoRABaseBank
-    from pcclora.peft.layers import AdapterLinear
-
     params: list[nn.Parameter] = []
     for module in model.modules():
         if isinstance(module, AdapterLinear):
@@ -304,7 +303,7 @@ def lean_path_report(
         with torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda t: t):
             loss = F.cross_entropy(model(points), labels)
             if sade_weight > 0:
-                loss = loss + sade_weight * _peft().sade_loss(model)
+                loss = loss + sade_weight * sade_loss(model)
         loss.backward()
     finally:
         hook.remove()
@@ -315,7 +314,7 @@ def lean_path_report(
         value.numel() for state in optimizer.state.values() for value in state.values()
         if torch.is_tensor(value) and value.ndim > 0
     )
-    attentions = [m for m in model.modules() if hasattr(m, "fused") and hasattr(m, "qkv")]
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
     return {
         "frozen_params_with_grad": frozen_with_grad,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -336,8 +335,7 @@ def bench_train(settings: BenchmarkSettings) -> dict[str, Any]:
     runs: dict[str, tuple[nn.Module, torch.optim.Optimizer, float]] = {}
     for method in settings.methods:
         model, cfg = build_model(settings, method)
-        sade_weight = float(cfg["sade_weight"]) if cfg["method"] in ("clora", "clora_shared") else 0.0
-        runs[method] = (model, make_optimizer(model), sade_weight)
+        runs[method] = (model, make_optimizer(model), training_sade_weight(cfg))
     calls = {
         method: (lambda m=model, o=opt, w=weight: train_step(m, o, points, labels, w))
         for method, (model, opt, weight) in runs.items()
@@ -355,13 +353,12 @@ def bench_train(settings: BenchmarkSettings) -> dict[str, Any]:
 
 def bench_inference(settings: BenchmarkSettings) -> dict[str, Any]:
     """Forward latency (eval, no grad) of the plain backbone and of CLoRA un-merged and merged."""
-    peft = _peft()
     points, _ = synthetic_batch(settings)
     plain, _ = build_model(settings, None)
     unmerged, _ = build_model(settings, "clora")
     randomize_adapters(unmerged, settings.seed)
     merged = copy.deepcopy(unmerged)
-    peft.merge_adapters(merged)
+    merge_adapters(merged)
     models = {"plain": plain.eval(), "clora_unmerged": unmerged.eval(), "clora_merged": merged.eval()}
     with torch.no_grad():
         calls = {name: (lambda m=model: m(points)) for name, model in models.items()}
@@ -398,8 +395,6 @@ def clora_factors(model: nn.Module) -> list[dict[str, torch.Tensor]]:
         one dict per shape family: ``down`` (p, d_in, r), ``up`` (p, r, d_out) and
         ``coefficients`` (m, p, r, r) with Q_h^j = ``coefficients[j, h]`` (a fused qkv gives three j).
     """
-    from pcclora.peft.layers import CLoRALinear
-
     families: dict[int, dict[str, Any]] = {}
     for module in model.modules():
         if isinstance(module, CLoRALinear):
@@ -459,28 +454,25 @@ def _count_flops(fn: Callable[[], Any]) -> int:
 
 def bench_sade(settings: BenchmarkSettings) -> dict[str, Any]:
     """SADE through Gram matrices (``pcclora.sade_loss``) versus :func:`dense_sade`."""
-    from pcclora.peft.sade import SADE_EPS
-
-    peft = _peft()
     model, _ = build_model(settings, "clora")
     randomize_adapters(model, settings.seed)
     eps = SADE_EPS
 
-    gram_value = peft.sade_loss(model).item()
+    gram_value = sade_loss(model).item()
     with torch.no_grad():
         dense_value = dense_sade(model, eps)
     model64 = copy.deepcopy(model).double()
     with torch.no_grad():
-        gram64 = float(peft.sade_loss(model64))
+        gram64 = float(sade_loss(model64))
         dense64 = float(dense_sade(model64, eps))
 
     def gram_forward_backward() -> None:
-        peft.sade_loss(model).backward()
+        sade_loss(model).backward()
         for p in adapter_parameters(model):
             p.grad = None
 
     gram_calls = {
-        "gram_forward": lambda: peft.sade_loss(model),
+        "gram_forward": lambda: sade_loss(model),
         "gram_forward_backward": gram_forward_backward,
     }
     times = interleaved_times(gram_calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
@@ -488,7 +480,7 @@ def bench_sade(settings: BenchmarkSettings) -> dict[str, Any]:
         dense_times = interleaved_times(
             {"dense_forward": lambda: dense_sade(model, eps)}, warmup=0, repeats=1, device=settings.device
         )
-        gram_flops = _count_flops(lambda: peft.sade_loss(model))
+        gram_flops = _count_flops(lambda: sade_loss(model))
         dense_flops = _count_flops(lambda: dense_sade(model, eps))
     return {
         "value_gram": gram_value,
@@ -569,7 +561,7 @@ def measure_training_memory(settings: BenchmarkSettings, method: str) -> dict[st
     after_imports = torch.cuda.memory_allocated() / _MIB if cuda else _current_rss_mib()
     points, labels = synthetic_batch(settings)
     model, cfg = build_model(settings, method)
-    sade_weight = float(cfg["sade_weight"]) if cfg["method"] in ("clora", "clora_shared") else 0.0
+    sade_weight = training_sade_weight(cfg)
     optimizer = make_optimizer(model)
     if cuda:
         torch.cuda.synchronize()
