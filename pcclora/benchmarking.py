@@ -791,6 +791,7 @@ def format_report(results: Mapping[str, Any]) -> str:
                 "-" if not m else f"{m['peak_mib']:.0f}",
                 "-" if ratio_m is None else f"{ratio_m:.2f}",
                 "-" if not m else f"{m['peak_above_build_mib']:.0f}",
+                "-" if not m else f"{m['peak_absolute_mib']:.0f}",
                 "-" if "default_malloc" not in m else f"{m['default_malloc']['peak_mib']:.0f}",
                 "-" if not lean else f"{lean['saved_activations_mib']:.0f}",
                 "-" if not lean else f"{lean['optimizer_state_numel']:,}",
@@ -798,10 +799,11 @@ def format_report(results: Mapping[str, Any]) -> str:
             ])
         kind = next((v["kind"] for v in (memory or {}).values() if isinstance(v, Mapping)), "-")
         parts += ["", f"Training step (memory: {kind}, fresh process per method)", _table(
-            ["method", "trainable", "step ms", "x full", "peak MiB", "x full", "above build MiB", "glibc default MiB",
+            ["method", "trainable", "step ms", "x full", "peak MiB", "x full", "above build MiB", "absolute MiB", "glibc default MiB",
              "saved act MiB", "optim state", "embed grad"], rows)]
         parts.append("peak MiB = peak above the imported runtime (weights + grads + optimizer + activations); "
-                     "above build = peak minus the resident set after model/optimizer build; on CPU both with "
+                     "above build = peak minus the resident set after model/optimizer build; absolute = the "
+                     "process's whole peak (runtime included); on CPU all with "
                      "MALLOC_MMAP_THRESHOLD_=65536 (resident set follows live tensors), 'glibc default' = the "
                      "same peak with glibc's default settings.")
     infer = results.get("infer")
