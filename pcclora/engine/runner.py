@@ -344,6 +344,7 @@ def _finish(
             f"{summary['best_epoch']}; last OA {summary['last_oa']:.2f} (mAcc {summary['last_macc']:.2f}) at epoch "
             f"{summary['last_epoch']}" + (f"; vote OA {summary['vote_oa']:.2f}" if "vote_oa" in summary else "")
             + f"; {summary['wall_seconds']:.0f}s; files in {run.root}"
+            + ("" if config["backbone"]["checkpoint"] else " [backbone from RANDOM weights, no pre-trained checkpoint]")
         )
     run.close()
     return summary
