@@ -219,13 +219,14 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
             value of the wrong type, or an invalid ``peft`` block.
     """
     path = resolve_config_path(name_or_path)
-    raw = _load_with_bases(path)
-    raw.pop("name", None)
-    return config_from_dict(raw, overrides, name=path.stem)
+    return config_from_dict(_load_with_bases(path), overrides, name=path.stem)
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config") -> dict[str, Any]:
-    """Resolve an already loaded mapping (e.g. a run's saved ``config.yaml``) like :func:`load_config`."""
+    """Resolve an already loaded mapping (e.g. a run's saved ``config.yaml``) like :func:`load_config`.
+
+    A ``name`` entry in ``raw`` (written into every resolved config) is replaced by ``name``.
+    """
     raw = {key: value for key, value in raw.items() if key != "name"}
     merged = _merge_onto_defaults(raw)
     overrides = list(overrides)
@@ -234,7 +235,6 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
         reference[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
         for text in overrides:
             apply_override(merged, reference, text)
-        _check_keys({k: v for k, v in merged.items()}, _read_yaml(DEFAULTS_FILE))
     merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
     merged["name"] = name
     return merged

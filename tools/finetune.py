@@ -6,7 +6,7 @@ Examples:
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --data-root data/ScanObjectNN
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --set peft.method=lora peft.rank=16
     python tools/finetune.py --output runs/scanobjectnn_hardest/RUN --resume
-    torchrun --nproc_per_node=4 tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth
+    torchrun --standalone --nproc_per_node=4 tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth
 
 The run folder (--output, default runs/<config>/<time>-seed<seed>) receives config.yaml, log.txt,
 metrics.csv, summary.json, curves.png, confusion.png and checkpoints/{last,best}.pth.

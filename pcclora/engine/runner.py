@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -380,7 +381,7 @@ def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[d
 def evaluate_checkpoint(
     checkpoint_path: Path | str,
     config: dict[str, Any] | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     votes: int = 0,
     export: Path | str | None = None,
     data_root: str | None = None,
