@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backbones.checkpoint import read_checkpoint
 from backbones.errors import CheckpointError
 
 RUN_CHECKPOINT_FORMAT = "pcclora-run"
@@ -70,7 +71,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on the CPU.
+    """Read a checkpoint on the CPU (:func:`backbones.checkpoint.read_checkpoint`).
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not a dict.
@@ -81,13 +82,7 @@ def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
             f"checkpoint {path} not found; fine-tuning writes <run folder>/checkpoints/last.pth and "
             "best.pth (python tools/finetune.py --cfg ... --output DIR)"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: report it, no traceback
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict")
-    return checkpoint
+    return read_checkpoint(path)
 
 
 def is_run_checkpoint(checkpoint: dict[str, Any]) -> bool:

@@ -39,11 +39,12 @@ class RunFolder:
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pth"
 
-    def log(self, message: str) -> None:
-        """Print to the console and append to ``log.txt``."""
+    def log(self, message: str, echo: bool = True) -> None:
+        """Append to ``log.txt`` and, with ``echo``, print to the console."""
         if not self.active:
             return
-        print(message, flush=True)
+        if echo:
+            print(message, flush=True)
         with open(self.root / "log.txt", "a") as stream:
             stream.write(message + "\n")
 

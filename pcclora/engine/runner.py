@@ -213,17 +213,28 @@ def _finetune(
     context: DistributedContext,
     started: float,
 ) -> dict[str, Any]:
+    training = config["training"]
+    seed = training["seed"]
+    # Inputs are checked before the run folder exists, so a mistake leaves no empty run behind;
+    # what is said meanwhile is printed now and written to log.txt once the folder exists.
+    early_messages: list[str] = []
+
+    def log_early(message: str) -> None:
+        if context.is_main:
+            print(message, flush=True)
+        early_messages.append(message)
+
+    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
+    configure_determinism(config, context, log_early)
+    data = build_run_data(config["dataset"], log_early)
+
     root = Path(output) if output is not None else default_output(config)
     root = Path(all_gather_objects(str(root), context)[0])  # one folder name for every rank
     run = RunFolder(root, active=context.is_main, use_tensorboard=config["training"]["tensorboard"])
-    training = config["training"]
-    seed = training["seed"]
-    configure_determinism(config, context, run.log)
     run.write_config(config)
     run.log(f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, processes {context.world_size})")
-
-    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
-    data = build_run_data(config["dataset"], run.log)
+    for message in early_messages:
+        run.log(message, echo=False)
     run.log(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
     model = build_model(config, data.num_classes, run.log).to(context.device)
     counts = _log_model(model, config, data, context, run)
