@@ -88,6 +88,8 @@ class BenchmarkSettings:
         batch_size: clouds per training step / forward pass.
         num_points: N, points per cloud.
         repeats: timed repetitions; every figure is the median over them.
+        infer_repeats: timed forward passes per model in ``infer`` (cheaper than a training
+            step, and its targets are 2% apart, so it gets more); ``None``: 3 × ``repeats``.
         warmup: untimed repetitions before timing.
         methods: subset of :data:`METHODS`.
         sections: subset of :data:`SECTIONS`.
@@ -103,6 +105,7 @@ class BenchmarkSettings:
     batch_size: int = 8
     num_points: int = 2048
     repeats: int = 5
+    infer_repeats: int | None = None
     warmup: int = 1
     methods: tuple[str, ...] = METHODS
     sections: tuple[str, ...] = SECTIONS
@@ -132,6 +135,8 @@ class BenchmarkSettings:
                 raise BenchmarkError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.memory_steps < 2:
             raise BenchmarkError("memory_steps must be at least 2 (AdamW allocates its state in the first step)")
+        if self.infer_repeats is not None and self.infer_repeats < 1:
+            raise BenchmarkError(f"infer_repeats must be at least 1, got {self.infer_repeats}")
         if self.warmup < 0:
             raise BenchmarkError(f"warmup must be at least 0, got {self.warmup}")
 
@@ -362,7 +367,8 @@ def bench_inference(settings: BenchmarkSettings) -> dict[str, Any]:
     models = {"plain": plain.eval(), "clora_unmerged": unmerged.eval(), "clora_merged": merged.eval()}
     with torch.no_grad():
         calls = {name: (lambda m=model: m(points)) for name, model in models.items()}
-        times = interleaved_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
+        repeats = settings.infer_repeats or 3 * settings.repeats
+        times = interleaved_times(calls, warmup=settings.warmup, repeats=repeats, device=settings.device)
         diff = (models["clora_unmerged"](points) - models["clora_merged"](points)).abs().max().item()
     result: dict[str, Any] = {name: _timing(times[name]) for name in models}
     result["merged_vs_unmerged_max_abs_logit_diff"] = diff
@@ -811,7 +817,8 @@ def format_report(results: Mapping[str, Any]) -> str:
         plain = infer["plain"]["median_s"]
         rows = [[name, _fmt_ms(infer[name]["median_s"]), f"{infer[name]['median_s'] / plain:.3f}"]
                 for name in ("plain", "clora_unmerged", "clora_merged")]
-        parts += ["", "Inference forward (eval, no grad, tokenizer included)",
+        count = len(infer["plain"]["runs_s"])
+        parts += ["", f"Inference forward (eval, no grad, tokenizer included; median of {count})",
                   _table(["model", "latency ms", "x plain"], rows),
                   f"merged vs un-merged max |logit diff|: {infer['merged_vs_unmerged_max_abs_logit_diff']:.2e}"]
     tok = results.get("tokenizer")

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--batch-size", type=int, help="clouds per step (default: 32 on cuda, 8 on cpu)")
     parser.add_argument("--repeats", type=int, help="timed repeats per figure, median reported (default: 5 cpu, 20 cuda)")
+    parser.add_argument("--infer-repeats", type=int, help="timed forward passes per model in 'infer' (default: 3 x repeats)")
     parser.add_argument("--warmup", type=int, help="untimed repeats first (default: 1 cpu, 3 cuda)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size or (32 if cuda else 8),
             num_points=args.num_points,
             repeats=args.repeats or (20 if cuda else 5),
+            infer_repeats=args.infer_repeats,
             warmup=args.warmup if args.warmup is not None else (3 if cuda else 1),
             methods=tuple(args.methods),
             sections=tuple(args.only),
