@@ -9,8 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbones import create_backbone, load_checkpoint
 from backbones.errors import CheckpointError
 from pcclora.engine.data import derive_seed
+from pcclora.peft import apply_peft
 
 SIZE_KEYS = ("trans_dim", "depth", "num_heads", "num_group", "group_size", "encoder_dims", "drop_path_rate", "mlp_ratio")
 # A separate random stream for the initial weights, so that the frozen weights of a backbone
@@ -21,6 +23,11 @@ CHECKPOINT_SOURCES = (
     "Point-MAE pretrain.pth: https://github.com/Pang-Yatian/Point-MAE (README, 'Pretrained Models'); "
     "Point-BERT.pth: https://github.com/Julie-tang00/Point-BERT (README)"
 )
+
+
+def _size_overrides(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model sizes the config sets (None = the backbone's default)."""
+    return {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
 
 
 def backbone_checkpoint_path(path: str | None) -> Path | None:
@@ -47,16 +54,13 @@ def build_model(config: dict[str, Any], num_classes: int, log: Callable[[str], N
     The initial weights come from a generator seeded by ``training.seed``, so the same config
     always yields the same model (needed to rebuild a run without a backbone checkpoint).
     """
-    import backbones
-    import pcclora
-
     backbone_cfg = config["backbone"]
-    overrides = {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
+    overrides = _size_overrides(backbone_cfg)
     classes = backbone_cfg["num_classes"] or num_classes
     checkpoint = backbone_checkpoint_path(backbone_cfg["checkpoint"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config["training"]["seed"], MODEL_INIT_STREAM))
-        model = backbones.create_backbone(backbone_cfg["name"], num_classes=classes, checkpoint=checkpoint, **overrides)
+        model = create_backbone(backbone_cfg["name"], num_classes=classes, checkpoint=checkpoint, **overrides)
         report = getattr(model, "checkpoint_report", None)
         if checkpoint is None:
             log(
@@ -65,7 +69,7 @@ def build_model(config: dict[str, Any], num_classes: int, log: Callable[[str], N
             )
         elif report is not None:
             log(f"backbone: {report.summary()}")
-        model = pcclora.apply_peft(model, config["peft"])
+        model = apply_peft(model, config["peft"])
     return model
 
 
@@ -86,11 +90,8 @@ def describe_trainable(model: nn.Module) -> str:
 
 def load_official_model(path: str | Path, config: dict[str, Any], num_classes: int) -> nn.Module:
     """A plain backbone (no peft) with an official fine-tuned checkpoint loaded strictly."""
-    import backbones
-
     backbone_cfg = config["backbone"]
-    overrides = {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
     classes = backbone_cfg["num_classes"] or num_classes
-    model = backbones.create_backbone(backbone_cfg["name"], num_classes=classes, **overrides)
-    backbones.load_checkpoint(model, str(path), strict=True)
+    model = create_backbone(backbone_cfg["name"], num_classes=classes, **_size_overrides(backbone_cfg))
+    load_checkpoint(model, str(path), strict=True)
     return model

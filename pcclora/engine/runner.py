@@ -25,6 +25,7 @@ from pcclora.engine.checkpoint import (
     RUN_CHECKPOINT_FORMAT,
     is_run_checkpoint,
     read_checkpoint_file,
+    read_run_checkpoint,
     restore_rng_state,
     rng_state,
     save_atomic,
@@ -45,6 +46,8 @@ from pcclora.engine.plots import plot_confusion, plot_curves
 from pcclora.engine.run_folder import RunFolder
 from pcclora.engine.schedule import build_schedule
 from pcclora.engine.trainer import NonFiniteLossError, train_one_epoch
+from pcclora.peft import adapter_state_dict, count_parameters, export_merged_state_dict, load_adapter_state_dict
+from pcclora.profiler import profile
 
 # Separate random streams of a run, so that adding one (e.g. voting) never shifts another.
 AUGMENT_STREAM = 2
@@ -71,10 +74,8 @@ def configure_determinism(config: dict[str, Any], context: DistributedContext, l
 
 
 def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, run: RunFolder) -> dict[str, Any]:
-    """Log parameter counts (and compute figures when the profiler is there); return the counts."""
-    import pcclora
-
-    counts = pcclora.count_parameters(model)
+    """Log parameter counts (and compute figures when ``training.profile``); return the counts."""
+    counts = count_parameters(model)
     share = 100.0 * counts["trainable"] / max(counts["total"], 1)
     run.log(
         f"method {config['peft']['method']}: {counts['total']:,} parameters, {counts['trainable']:,} trainable "
@@ -82,18 +83,13 @@ def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context:
     )
     run.log("parameter groups: " + ", ".join(f"{key} {value:,}" for key, value in counts["groups"].items()))
     if config["training"]["profile"] and context.is_main:
-        try:
-            from pcclora.profiler import profile
-        except ImportError:
-            profile = None
-        if profile is not None:
-            sample = data.test[0][0][None, :, :3].to(context.device)
-            points = sample[:, : config["dataset"]["npoints"]]
-            figures = profile(model, points)
-            run.log(
-                f"compute at batch 1, {points.shape[1]} points: {figures['macs_conv_linear'] / 1e9:.3f} G conv+linear "
-                f"MACs, {figures['macs_with_attention'] / 1e9:.3f} G with attention, {figures['flops'] / 1e9:.3f} GFLOPs"
-            )
+        sample = data.test[0][0][None, :, :3].to(context.device)
+        points = sample[:, : config["dataset"]["npoints"]]
+        figures = profile(model, points)
+        run.log(
+            f"compute at batch 1, {points.shape[1]} points: {figures['macs_conv_linear'] / 1e9:.3f} G conv+linear "
+            f"MACs, {figures['macs_with_attention'] / 1e9:.3f} G with attention, {figures['flops'] / 1e9:.3f} GFLOPs"
+        )
     return counts
 
 
@@ -160,12 +156,10 @@ def _checkpoint(
     epoch: int,
     history: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    import pcclora
-
     return {
         "format": RUN_CHECKPOINT_FORMAT,
         "version": 1,
-        "adapter": pcclora.adapter_state_dict(model),
+        "adapter": adapter_state_dict(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": {**schedule.state_dict(), "last_epoch": epoch},
         "rng": rng_state(),
@@ -244,9 +238,7 @@ def _finetune(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume is not None:
-        import pcclora
-
-        pcclora.load_adapter_state_dict(model, resume["adapter"])
+        load_adapter_state_dict(model, resume["adapter"])
         optimizer.load_state_dict(resume["optimizer"])
         restore_rng_state(resume["rng"])
         history = [dict(row) for row in resume["history"]]
@@ -364,9 +356,7 @@ def _finish(
 
 def export_merged(model: nn.Module, path: Path | str) -> Path:
     """Write ``{'base_model': merged state dict}`` (official fine-tuned layout) atomically."""
-    import pcclora
-
-    return save_atomic({"base_model": pcclora.export_merged_state_dict(model)}, path)
+    return save_atomic({"base_model": export_merged_state_dict(model)}, path)
 
 
 def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -381,9 +371,7 @@ def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[d
             f"cannot resume: {path} not found. --resume continues the run in --output DIR, which must be "
             "the folder of an earlier run that finished at least one epoch"
         )
-    checkpoint = read_checkpoint_file(path)
-    if not is_run_checkpoint(checkpoint):
-        raise CheckpointError(f"cannot resume: {path} is not a pcclora run checkpoint")
+    checkpoint = read_run_checkpoint(path)
     saved = checkpoint["config"]
     config = config_from_dict(saved, overrides, name=saved.get("name", "config"))
     return config, checkpoint
@@ -430,10 +418,8 @@ def evaluate_checkpoint(
     try:
         data = build_run_data(config["dataset"], with_train=False)
         if run_checkpoint:
-            import pcclora
-
             model = build_model(config, data.num_classes, log=lambda message: None)
-            pcclora.load_adapter_state_dict(model, checkpoint["adapter"])
+            load_adapter_state_dict(model, checkpoint["adapter"])
             method = config["peft"]["method"]
         else:
             model = load_official_model(checkpoint_path, config, data.num_classes)

@@ -14,6 +14,7 @@ from datasets.transforms import fps_points_for, fps_resample, rotate_y, scale_an
 from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
 from pcclora.engine.evaluate import autocast
 from pcclora.engine.losses import classification_loss
+from pcclora.peft import sade_loss
 
 
 class NonFiniteLossError(ToolkitError):
@@ -67,21 +68,20 @@ def train_one_epoch(
     Raises:
         NonFiniteLossError: the loss of a batch is NaN or infinite (on any rank).
     """
-    import pcclora
-
     training = config["training"]
     npoints = config["dataset"]["npoints"]
     sade_weight = float(config["peft"].get("sade_weight") or 0.0)
     trainable = [param for param in core_model.parameters() if param.requires_grad]
     model.train()
     totals = torch.zeros(5, dtype=torch.float64)  # loss, ce, sade, correct, samples
+    num_batches = len(loader)
     for index, (points, labels) in enumerate(loader):
         points = augment_batch(points.to(context.device, non_blocking=True), npoints, config["dataset"]["augment"], generator)
         labels = labels.to(context.device, non_blocking=True)
         with autocast(context.device, training["amp"]):
             logits = model(points)
         ce = classification_loss(logits.float(), labels, training["label_smoothing"])
-        sade = pcclora.sade_loss(core_model) if sade_weight > 0 else torch.zeros((), device=ce.device)
+        sade = sade_loss(core_model) if sade_weight > 0 else torch.zeros((), device=ce.device)
         loss = ce + sade_weight * sade
         if any_rank(not bool(torch.isfinite(loss)), context):
             raise NonFiniteLossError(
@@ -93,12 +93,13 @@ def train_one_epoch(
             torch.nn.utils.clip_grad_norm_(trainable, training["grad_clip"])
         optimizer.step()
         batch = labels.shape[0]
+        loss_value = loss.item()
         totals += torch.tensor(
-            [loss.item() * batch, ce.item() * batch, float(sade.detach()) * batch, (logits.argmax(-1) == labels).sum().item(), batch],
+            [loss_value * batch, ce.item() * batch, float(sade.detach()) * batch, (logits.argmax(-1) == labels).sum().item(), batch],
             dtype=torch.float64,
         )
         if progress is not None:
-            progress(index, len(loader), loss.item())
+            progress(index, num_batches, loss_value)
     loss_sum, ce_sum, sade_sum, correct, samples = mean_over_ranks(totals.tolist(), context)
     samples = max(samples, 1.0)
     return EpochStats(loss=loss_sum / samples, ce=ce_sum / samples, sade=sade_sum / samples, acc=100.0 * correct / samples)
