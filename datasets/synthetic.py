@@ -280,7 +280,10 @@ def make_synthetic(
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown synthetic format {format!r}; choose one of {', '.join(FORMATS)}")
-    for name, value in (("num_train", num_train), ("num_test", num_test)):
+    sizes = [("num_train", num_train), ("num_test", num_test)]
+    if num_points is not None:
+        sizes.append(("num_points", num_points))
+    for name, value in sizes:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DatasetError(f"{name} must be a positive integer, got {value!r}")
     out = Path(out)
