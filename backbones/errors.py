@@ -7,6 +7,9 @@ class and print its message without a traceback; anything else is a bug and keep
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ToolkitError(Exception):
     """Base class of the errors whose message is meant for the user as it stands."""
@@ -22,6 +25,12 @@ class CheckpointError(ToolkitError):
 
 class ModelConfigError(ToolkitError, ValueError):
     """A model size or option that cannot be built (e.g. a width not divisible by the heads)."""
+
+
+def closest_name(word: str, choices: Iterable[str], cutoff: float = 0.5) -> str | None:
+    """The choice most like ``word`` (for a "did you mean" hint), or None when none is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return match[0] if match else None
 
 
 class UnknownNameError(ToolkitError, KeyError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .errors import UnknownNameError
+from .errors import UnknownNameError, closest_name
 from .point_bert import PointBERT
 from .point_mae import PointMAE
 
@@ -42,8 +41,8 @@ def list_backbones() -> list[str]:
 
 
 def _nearest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_name(name, choices)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Mapping[str, Any]) -> None:

@@ -14,14 +14,13 @@ and defaults come from :func:`pcclora.resolve_peft_config`.
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from backbones.errors import ToolkitError
+from backbones.errors import ToolkitError, closest_name
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
@@ -40,8 +39,8 @@ def available_configs() -> list[str]:
 
 def _nearest(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    match = closest_name(word, choices)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:

@@ -22,11 +22,10 @@ trainable_extra   ``["cls_token", "cls_pos"]`` (parameter names)      all but fu
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from backbones.errors import UnknownNameError
+from backbones.errors import UnknownNameError, closest_name
 
 from .errors import PeftConfigError
 
@@ -69,8 +68,8 @@ def resolve_peft_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     for key in cfg:
         if key not in DEFAULT_PEFT_CONFIG:
-            nearest = difflib.get_close_matches(str(key), list(DEFAULT_PEFT_CONFIG), n=1)
-            hint = f" Did you mean '{nearest[0]}'?" if nearest else ""
+            nearest = closest_name(str(key), DEFAULT_PEFT_CONFIG, cutoff=0.6)
+            hint = f" Did you mean '{nearest}'?" if nearest else ""
             raise PeftConfigError(
                 f"Unknown peft config key '{key}'.{hint} "
                 f"Valid keys: {', '.join(DEFAULT_PEFT_CONFIG)}."
@@ -80,8 +79,8 @@ def resolve_peft_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
     method = resolved["method"]
     if method not in PEFT_METHODS:
-        nearest = difflib.get_close_matches(str(method), PEFT_METHODS, n=1)
-        hint = f" Did you mean '{nearest[0]}'?" if nearest else ""
+        nearest = closest_name(str(method), PEFT_METHODS, cutoff=0.6)
+        hint = f" Did you mean '{nearest}'?" if nearest else ""
         raise UnknownNameError(
             f"Unknown peft method '{method}'.{hint} Valid methods: {', '.join(PEFT_METHODS)}."
         )
