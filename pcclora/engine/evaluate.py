@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from backbones.tokenizer import farthest_point_sample, gather_points
+from backbones.tokenizer import gather_points
 from datasets.transforms import fps_points_for, fps_subsample, scale_and_translate
 from pcclora.engine.distributed import DistributedContext, all_gather_objects
 from pcclora.engine.metrics import Accuracy
@@ -52,7 +52,7 @@ def evaluate(
     model.eval()
     predictions, labels = [], []
     for points, target in loader:
-        points = fps_subsample(points.to(context.device, non_blocking=True), npoints)[..., :3].contiguous()
+        points = fps_subsample(points.to(context.device, non_blocking=True)[..., :3].contiguous(), npoints)
         with autocast(context.device, amp):
             logits = model(points)
         predictions.append(logits.argmax(dim=-1))
@@ -83,7 +83,7 @@ def evaluate_votes(
     for points, target in loader:
         points = points.to(context.device, non_blocking=True)[..., :3].contiguous()
         pool_size = min(fps_points_for(npoints), points.shape[1])
-        pool = gather_points(points, farthest_point_sample(points, pool_size))
+        pool = fps_subsample(points, pool_size)
         logit_sum = None
         for _ in range(num_votes):
             order = torch.rand(points.shape[0], pool_size, generator=generator).argsort(dim=1)[:, :npoints]
