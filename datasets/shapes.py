@@ -11,12 +11,13 @@ jitters its proportions (±10-20 %) from the random generator it is given; y is 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 Array = np.ndarray
+Vec3 = Sequence[float]  # an (x, y, z) offset or extent
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,21 +100,24 @@ class Part:
     offset: Array
 
 
-def _place(primitive: Mesh | Revolution, offset=(0.0, 0.0, 0.0), rotation: Array | None = None) -> Part:
+def _place(primitive: Mesh | Revolution, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None) -> Part:
     return Part(primitive, np.eye(3) if rotation is None else rotation, np.asarray(offset, dtype=float))
 
 
 def rot_x(angle: float) -> Array:
+    """(3, 3) rotation by ``angle`` radians about x."""
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
 def rot_y(angle: float) -> Array:
+    """(3, 3) rotation by ``angle`` radians about y."""
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
 
 
 def rot_z(angle: float) -> Array:
+    """(3, 3) rotation by ``angle`` radians about z."""
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
@@ -128,7 +132,7 @@ _BOX_FACES = {  # corner indices of each face, corners indexed by bits (x, y, z)
 }
 
 
-def box(size, offset=(0.0, 0.0, 0.0), rotation: Array | None = None, skip: tuple[str, ...] = ()) -> Part:
+def box(size: Vec3, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None, skip: tuple[str, ...] = ()) -> Part:
     """An axis-aligned box of full extents ``size``; ``skip`` leaves faces open (e.g. "+y")."""
     half = np.asarray(size, dtype=float) / 2
     corners = np.array([[(i & 1) * 2 - 1, (i >> 1 & 1) * 2 - 1, (i >> 2 & 1) * 2 - 1] for i in range(8)]) * half
@@ -140,7 +144,7 @@ def box(size, offset=(0.0, 0.0, 0.0), rotation: Array | None = None, skip: tuple
     return _place(Mesh(np.array(triangles)), offset, rotation)
 
 
-def prism(polygon: Array, height: float, offset=(0.0, 0.0, 0.0), rotation: Array | None = None) -> Part:
+def prism(polygon: Array, height: float, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None) -> Part:
     """Extrude a star-shaped polygon (K, 2) in the xz plane along y, caps fanned from its centroid."""
     k = len(polygon)
     centre = polygon.mean(axis=0)
@@ -156,15 +160,18 @@ def prism(polygon: Array, height: float, offset=(0.0, 0.0, 0.0), rotation: Array
     return _place(Mesh(np.array(triangles)), offset, rotation)
 
 
-def polyhedron(vertices: Array, faces: list[tuple[int, int, int]], offset=(0.0, 0.0, 0.0)) -> Part:
+def polyhedron(vertices: Array, faces: list[tuple[int, int, int]], offset: Vec3 = (0.0, 0.0, 0.0)) -> Part:
+    """A triangle mesh from vertices (V, 3) and faces given as vertex index triples."""
     return _place(Mesh(vertices[np.array(faces)]), offset)
 
 
-def revolve(profile, offset=(0.0, 0.0, 0.0), rotation: Array | None = None, theta=(0.0, 2 * math.pi)) -> Part:
+def revolve(profile: Sequence[tuple[float, float]], offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None,
+            theta: tuple[float, float] = (0.0, 2 * math.pi)) -> Part:
+    """The surface swept by a (radius, y) polyline about y over the angles ``theta``."""
     return _place(Revolution(np.asarray(profile, dtype=float), theta), offset, rotation)
 
 
-def cylinder(radius: float, height: float, offset=(0.0, 0.0, 0.0), rotation: Array | None = None,
+def cylinder(radius: float, height: float, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None,
              top: bool = True, bottom: bool = True, top_radius: float | None = None) -> Part:
     """A (possibly tapered) cylinder along y, caps optional."""
     upper = radius if top_radius is None else top_radius
@@ -176,13 +183,14 @@ def cylinder(radius: float, height: float, offset=(0.0, 0.0, 0.0), rotation: Arr
     return revolve(profile, offset, rotation)
 
 
-def arc_profile(radius: float, start: float, end: float, centre=(0.0, 0.0), steps: int = 16) -> list[tuple[float, float]]:
+def arc_profile(radius: float, start: float, end: float, centre: tuple[float, float] = (0.0, 0.0), steps: int = 16) -> list[tuple[float, float]]:
     """Points of a circle arc in the (radius, y) plane, angles in radians from the +radius axis."""
     angles = np.linspace(start, end, steps + 1)
     return [(centre[0] + radius * math.cos(a), centre[1] + radius * math.sin(a)) for a in angles]
 
 
-def sphere(radius: float, offset=(0.0, 0.0, 0.0), lower: bool = True, upper: bool = True) -> Part:
+def sphere(radius: float, offset: Vec3 = (0.0, 0.0, 0.0), lower: bool = True, upper: bool = True) -> Part:
+    """A sphere, or its lower / upper half when one of ``lower`` / ``upper`` is False."""
     start = -math.pi / 2 if lower else 0.0
     end = math.pi / 2 if upper else 0.0
     profile = arc_profile(radius, start, end)
@@ -190,12 +198,14 @@ def sphere(radius: float, offset=(0.0, 0.0, 0.0), lower: bool = True, upper: boo
     return revolve(profile, offset)
 
 
-def torus(major: float, minor: float, offset=(0.0, 0.0, 0.0), rotation: Array | None = None,
-          theta=(0.0, 2 * math.pi)) -> Part:
+def torus(major: float, minor: float, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None,
+          theta: tuple[float, float] = (0.0, 2 * math.pi)) -> Part:
+    """A torus about y (ring radius ``major``, tube radius ``minor``), or a sector of it."""
     return revolve(arc_profile(minor, -math.pi, math.pi, centre=(major, 0.0), steps=20), offset, rotation, theta)
 
 
 def regular_polygon(sides: int, radius: float, phase: float = 0.0) -> Array:
+    """(sides, 2) corners of a regular polygon of circumradius ``radius``."""
     angles = phase + np.arange(sides) * 2 * math.pi / sides
     return radius * np.column_stack([np.cos(angles), np.sin(angles)])
 
@@ -209,6 +219,7 @@ SHAPES: dict[str, Builder] = {}
 
 
 def shape(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder in :data:`SHAPES` under ``name``."""
     def register(builder: Builder) -> Builder:
         SHAPES[name] = builder
         return builder

@@ -40,4 +40,5 @@ class Accuracy:
 
     @classmethod
     def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> "Accuracy":
+        """From predicted and true class indices, both (M,)."""
         return cls.from_confusion(confusion_matrix(predictions, labels, num_classes))
