@@ -8,6 +8,7 @@ whether the run went straight through or was resumed after epoch ``e - 1``.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def _dataset_options(dataset_cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Any = print) -> None:
+def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Callable[[str], None] = print) -> None:
     """Write synthetic data in the official layout into ``root`` when it is missing and asked for."""
     synthetic = dataset_cfg["synthetic"]
     if not synthetic["enabled"] or root.exists():
@@ -100,7 +101,7 @@ def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Any = print) 
     )
 
 
-def build_run_data(dataset_cfg: dict[str, Any], log: Any = print, with_train: bool = True) -> RunData:
+def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = print, with_train: bool = True) -> RunData:
     """The splits of the configured dataset (all stored points; FPS picks npoints per batch).
 
     Args:

@@ -25,7 +25,7 @@ CHECKPOINT_SOURCES = (
 )
 
 
-def _size_overrides(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
+def size_overrides(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
     """The model sizes the config sets (None = the backbone's default)."""
     return {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
 
@@ -55,7 +55,7 @@ def build_model(config: dict[str, Any], num_classes: int, log: Callable[[str], N
     always yields the same model (needed to rebuild a run without a backbone checkpoint).
     """
     backbone_cfg = config["backbone"]
-    overrides = _size_overrides(backbone_cfg)
+    overrides = size_overrides(backbone_cfg)
     classes = backbone_cfg["num_classes"] or num_classes
     checkpoint = backbone_checkpoint_path(backbone_cfg["checkpoint"])
     with torch.random.fork_rng(devices=[]):
@@ -92,6 +92,6 @@ def load_official_model(path: str | Path, config: dict[str, Any], num_classes: i
     """A plain backbone (no peft) with an official fine-tuned checkpoint loaded strictly."""
     backbone_cfg = config["backbone"]
     classes = backbone_cfg["num_classes"] or num_classes
-    model = create_backbone(backbone_cfg["name"], num_classes=classes, **_size_overrides(backbone_cfg))
+    model = create_backbone(backbone_cfg["name"], num_classes=classes, **size_overrides(backbone_cfg))
     load_checkpoint(model, str(path), strict=True)
     return model

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def default_output(config: dict[str, Any]) -> Path:
     return Path("runs") / config["name"] / f"{stamp}-seed{config['training']['seed']}"
 
 
-def configure_determinism(config: dict[str, Any], context: DistributedContext, log: Any) -> None:
+def configure_determinism(config: dict[str, Any], context: DistributedContext, log: Callable[[str], None]) -> None:
     """Deterministic kernels when asked (undone by :func:`finetune` at the end); AMP only on CUDA."""
     training = config["training"]
     if training["deterministic"]:

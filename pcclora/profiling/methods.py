@@ -38,14 +38,13 @@ def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
 def build_backbone(config: dict[str, Any], seed: int = 0) -> nn.Module:
     """The config's backbone with random weights (no checkpoint is loaded: counts do not need one)."""
     import backbones
-    from pcclora.engine.model import SIZE_KEYS
+    from pcclora.engine.model import size_overrides
 
     backbone_cfg = config["backbone"]
-    overrides = {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
     num_classes = backbone_cfg["num_classes"] or dataset_num_classes(config["dataset"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return backbones.create_backbone(backbone_cfg["name"], num_classes=num_classes, **overrides)
+        return backbones.create_backbone(backbone_cfg["name"], num_classes=num_classes, **size_overrides(backbone_cfg))
 
 
 def adapt(backbone: nn.Module, config: dict[str, Any], method: str) -> nn.Module:
