@@ -239,6 +239,36 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
     return merged
 
 
+# The smallest value each number of a run may take, and whether that value itself is allowed.
+_RUN_NUMBER_BOUNDS = (
+    ("training.max_epoch", 0, True),
+    ("training.batch_size", 1, True),
+    ("training.test_batch_size", 1, True),
+    ("training.num_workers", 0, True),
+    ("training.grad_clip", 0, True),
+    ("training.vote", 0, True),
+    ("training.label_smoothing", 0, True),
+    ("optimizer.lr", 0, False),
+    ("optimizer.weight_decay", 0, True),
+)
+
+
+def check_run_numbers(config: Mapping[str, Any]) -> None:
+    """Check the training and optimizer numbers of a resolved config before a run starts.
+
+    Raises:
+        ConfigError: a number out of range (e.g. ``training.batch_size=0``, ``optimizer.lr=-1``).
+    """
+    for dotted, low, inclusive in _RUN_NUMBER_BOUNDS:
+        section, key = dotted.split(".")
+        value = config[section][key]
+        if value < low or (value == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ConfigError(f"{dotted} must be {bound}, got {value} (set it in the config or with --set {dotted}=...)")
+    if config["training"]["label_smoothing"] >= 1:
+        raise ConfigError(f"training.label_smoothing must be below 1, got {config['training']['label_smoothing']}")
+
+
 def dump_config(config: Mapping[str, Any]) -> str:
     """The config as YAML text, keys in the order they were defined."""
     return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backbones.errors import CheckpointError
-from pcclora.config import ConfigError, config_from_dict
+from pcclora.config import ConfigError, check_run_numbers, config_from_dict
 from pcclora.engine.checkpoint import (
     RUN_CHECKPOINT_FORMAT,
     is_run_checkpoint,
@@ -218,9 +218,14 @@ def _finetune(
             print(message, flush=True)
         early_messages.append(message)
 
+    check_run_numbers(config)
     backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
     configure_determinism(config, context, log_early)
     data = build_run_data(config["dataset"], log_early)
+    log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
+    model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
+    optimizer = build_optimizer(model, config["optimizer"])
+    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
 
     root = Path(output) if output is not None else default_output(config)
     root = Path(all_gather_objects(str(root), context)[0])  # one folder name for every rank
@@ -229,11 +234,7 @@ def _finetune(
     run.log(f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, processes {context.world_size})")
     for message in early_messages:
         run.log(message, echo=False)
-    run.log(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
-    model = build_model(config, data.num_classes, run.log).to(context.device)
     counts = _log_model(model, config, data, context, run)
-    optimizer = build_optimizer(model, config["optimizer"])
-    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -414,6 +415,7 @@ def evaluate_checkpoint(
         config["dataset"]["root"] = data_root
     if device is not None:
         config["training"]["device"] = device
+    check_run_numbers(config)
     context = init_distributed(config["training"]["device"])
     try:
         data = build_run_data(config["dataset"], with_train=False)
