@@ -56,7 +56,10 @@ def adapt(backbone: nn.Module, config: dict[str, Any], method: str) -> nn.Module
 
 def resolve_device(name: str) -> torch.device:
     """``"cpu"`` or ``"cuda[:N]"``, checked to exist here."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch rejects a device string it cannot parse
+        raise ProfilerError(f"--device {name}: expected cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ProfilerError(
             f"--device {name} was asked for but this PyTorch has no usable CUDA device; "
