@@ -93,6 +93,11 @@ def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context:
     return counts
 
 
+def best_epoch_row(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The history row with the highest test OA (the earliest epoch among equals)."""
+    return max(history, key=lambda row: (row["test_oa"], -row["epoch"]))
+
+
 def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
     """A tqdm bar on the main process' console (silent when stderr is not a terminal)."""
     bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True)
@@ -133,7 +138,7 @@ def _summary(
         "run_folder": str(run.root),
     }
     if history:
-        best = max(history, key=lambda row: (row["test_oa"], -row["epoch"]))
+        best = best_epoch_row(history)
         last = history[-1]
         summary.update(
             best_epoch=best["epoch"],
@@ -289,7 +294,7 @@ def _finetune(
                 run.write_metrics(history)
                 run.add_scalars(row)
                 plot_curves(history, run.root / "curves.png")
-            best = max(history, key=lambda old: (old["test_oa"], -old["epoch"]))
+            best = best_epoch_row(history)
             run.log(
                 f"epoch {epoch:3d}/{max_epoch}  lr {lr:.2e}  loss {stats.loss:.4f}  train acc {stats.acc:6.2f}  "
                 f"test OA {row['test_oa']:6.2f}  mAcc {row['test_macc']:6.2f}  "
