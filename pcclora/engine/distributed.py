@@ -27,10 +27,12 @@ class DistributedContext:
 
     @property
     def enabled(self) -> bool:
+        """More than one process (torchrun with nproc > 1)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
 
@@ -100,5 +102,6 @@ def mean_over_ranks(values: list[float], context: DistributedContext) -> list[fl
 
 
 def barrier(context: DistributedContext) -> None:
+    """Wait for every rank (nothing without DDP)."""
     if context.enabled:
         dist.barrier()

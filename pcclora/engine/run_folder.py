@@ -33,10 +33,12 @@ class RunFolder:
 
     @property
     def last_checkpoint(self) -> Path:
+        """``checkpoints/last.pth``: the latest finished epoch (what --resume reads)."""
         return self.checkpoints / "last.pth"
 
     @property
     def best_checkpoint(self) -> Path:
+        """``checkpoints/best.pth``: the epoch with the highest test OA so far."""
         return self.checkpoints / "best.pth"
 
     def log(self, message: str, echo: bool = True) -> None:
@@ -49,6 +51,7 @@ class RunFolder:
             stream.write(message + "\n")
 
     def write_config(self, config: Mapping[str, Any]) -> None:
+        """Write the resolved config as ``config.yaml``."""
         if self.active:
             (self.root / "config.yaml").write_text(dump_config(config))
 
@@ -71,10 +74,12 @@ class RunFolder:
         self._writer.flush()
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json``."""
         if self.active:
             (self.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (if any)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
