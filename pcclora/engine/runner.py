@@ -224,6 +224,8 @@ def _finetune(
         early_messages.append(message)
 
     check_run_numbers(config)
+    if export:
+        check_export_path(export)
     backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
     configure_determinism(config, context, log_early)
     data = build_run_data(config["dataset"], log_early)
@@ -360,6 +362,16 @@ def _finish(
     return summary
 
 
+def check_export_path(path: Path | str) -> None:
+    """Fail before any work when ``--export PATH`` names an existing folder (a file is replaced).
+
+    Raises:
+        ConfigError: ``path`` is a directory.
+    """
+    if Path(path).is_dir():
+        raise ConfigError(f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}")
+
+
 def export_merged(model: nn.Module, path: Path | str) -> Path:
     """Write ``{'base_model': merged state dict}`` (official fine-tuned layout) atomically."""
     return save_atomic({"base_model": export_merged_state_dict(model)}, path)
@@ -421,6 +433,8 @@ def evaluate_checkpoint(
     if device is not None:
         config["training"]["device"] = device
     check_run_numbers(config)
+    if export is not None:
+        check_export_path(export)
     context = init_distributed(config["training"]["device"])
     try:
         data = build_run_data(config["dataset"], with_train=False)
