@@ -231,7 +231,9 @@ def _j(rng: np.random.Generator, value: float, spread: float = 0.15) -> float:
     return value * rng.uniform(1 - spread, 1 + spread)
 
 
-def _legs(rng, half_x, half_z, height, thickness, y_top, round_legs=False) -> list[Part]:
+def _legs(half_x: float, half_z: float, height: float, thickness: float, y_top: float,
+          round_legs: bool = False) -> list[Part]:
+    """Four open-ended legs of ``height`` at (±half_x, ±half_z) whose tops are at ``y_top``."""
     parts = []
     for sx in (-1, 1):
         for sz in (-1, 1):
@@ -338,7 +340,7 @@ def _bottle(rng):
 @shape("table")
 def _table(rng):
     hx, hz, height = _j(rng, 0.9), _j(rng, 0.6), _j(rng, 0.9)
-    return [box((2 * hx + 0.1, 0.06, 2 * hz + 0.1), (0, height, 0))] + _legs(rng, hx - 0.05, hz - 0.05, height, 0.07, height)
+    return [box((2 * hx + 0.1, 0.06, 2 * hz + 0.1), (0, height, 0))] + _legs(hx - 0.05, hz - 0.05, height, 0.07, height)
 
 
 @shape("chair")
@@ -347,7 +349,7 @@ def _chair(rng):
     return [
         box((2 * w, 0.06, 2 * w), (0, seat_h, 0)),
         box((2 * w, back_h, 0.06), (0, seat_h + back_h / 2, -w)),
-    ] + _legs(rng, w - 0.04, w - 0.04, seat_h, 0.06, seat_h)
+    ] + _legs(w - 0.04, w - 0.04, seat_h, 0.06, seat_h)
 
 
 @shape("stool")
