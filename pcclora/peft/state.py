@@ -93,8 +93,9 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
         )
     tensors = {key: value for key, value in state.items() if key != CONFIG_KEY}
     expected = trained_keys(model)
+    expected_set = set(expected)
     missing = [key for key in expected if key not in tensors]
-    unexpected = [key for key in tensors if key not in set(expected)]
+    unexpected = [key for key in tensors if key not in expected_set]
     if missing or unexpected:
         raise CheckpointError(
             "The adapter checkpoint does not fit the model: "
