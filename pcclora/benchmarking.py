@@ -139,6 +139,8 @@ class BenchmarkSettings:
             raise BenchmarkError(f"infer_repeats must be at least 1, got {self.infer_repeats}")
         if self.warmup < 0:
             raise BenchmarkError(f"warmup must be at least 0, got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise BenchmarkError(f"threads must be at least 1 (or left out for torch's default), got {self.threads}")
 
 
 # ----------------------------------------------------------------------------------------------
