@@ -13,6 +13,7 @@ At load xyz are normalised (``pc_normalize``) as the official loader does.
 
 from __future__ import annotations
 
+import numbers
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -161,7 +162,17 @@ def make_fewshot_folds(
 
     Returns:
         the written fold files.
+
+    Raises:
+        DatasetError: a size below 1, or a source too small for a fold; files this call wrote
+            are removed again.
     """
+    ways, shots = list(ways), list(shots)
+    sizes = [("way", way) for way in ways] + [("shot", shot) for shot in shots]
+    sizes += [("folds", folds), ("eval_samples", eval_samples)]
+    for name, value in sizes:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise DatasetError(f"{name} must be a positive integer, got {value!r}")
     data = {}
     for split in SPLITS:
         folder, kind = locate_modelnet40(source, split, "auto")
@@ -173,20 +184,29 @@ def make_fewshot_folds(
         points, labels = parse_dat(load_pickle(path), path, channels=6)
         data[split] = (points, labels.astype(np.int64))
     out = Path(out)
+    new_out = not out.exists()
     names_file = folder / SHAPE_NAMES_FILE
-    if names_file.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(names_file, out / SHAPE_NAMES_FILE)
     classes = np.unique(data["train"][1])
-    written = []
-    for way in ways:
-        for shot in shots:
-            for fold in range(folds):
-                rng = np.random.default_rng([seed, way, shot, fold])
-                fold_content = _draw_fold(data, classes, way, shot, eval_samples, rng)
-                path = out / fold_dir_names(way, shot)[0] / f"{fold}.pkl"
-                write_pickle_atomic(fold_content, path)
-                written.append(path)
+    written: list[Path] = []
+    try:
+        if names_file.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(names_file, out / SHAPE_NAMES_FILE)
+        for way in ways:
+            for shot in shots:
+                for fold in range(folds):
+                    rng = np.random.default_rng([seed, way, shot, fold])
+                    fold_content = _draw_fold(data, classes, way, shot, eval_samples, rng)
+                    path = out / fold_dir_names(way, shot)[0] / f"{fold}.pkl"
+                    write_pickle_atomic(fold_content, path)
+                    written.append(path)
+    except BaseException:  # leave no half-written set of folds behind
+        if new_out:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for path in written:
+                path.unlink(missing_ok=True)
+        raise
     return written
 
 
