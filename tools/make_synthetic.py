@@ -49,8 +49,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_out_folder(out: Path) -> None:
+    """``--out`` must be a folder or a path that can become one (no file on the way)."""
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        raise ToolkitError(f"--out {out}: {existing} is a file, not a folder; give a folder path (new or existing)")
+
+
 def run(args: argparse.Namespace) -> str:
     start = time.perf_counter()
+    check_out_folder(args.out)
     if args.format == "modelnet40_fewshot":
         if args.source is None:
             raise ToolkitError("--format modelnet40_fewshot needs --source, the ModelNet40 folder to draw folds from")
