@@ -226,6 +226,8 @@ def _finetune(
     check_run_numbers(config)
     if export:
         check_export_path(export)
+    if output is not None:
+        check_folder_path(output, "--output")
     backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
     configure_determinism(config, context, log_early)
     data = build_run_data(config["dataset"], log_early)
@@ -362,14 +364,30 @@ def _finish(
     return summary
 
 
-def check_export_path(path: Path | str) -> None:
-    """Fail before any work when ``--export PATH`` names an existing folder (a file is replaced).
+def check_folder_path(path: Path | str, option: str) -> None:
+    """Fail before any work when ``path`` cannot become a folder because a file is in the way.
 
     Raises:
-        ConfigError: ``path`` is a directory.
+        ConfigError: ``path`` or one of its parents is an existing file.
+    """
+    _check_no_file_in_the_way(Path(path), (Path(path), *Path(path).parents), option)
+
+
+def _check_no_file_in_the_way(path: Path, folders: Sequence[Path], option: str) -> None:
+    existing = next(folder for folder in folders if folder.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder; choose another path")
+
+
+def check_export_path(path: Path | str) -> None:
+    """Fail before any work when ``--export PATH`` cannot be written (a file there is replaced).
+
+    Raises:
+        ConfigError: ``path`` is a directory, or a file is in the way of its folder.
     """
     if Path(path).is_dir():
         raise ConfigError(f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}")
+    _check_no_file_in_the_way(Path(path), Path(path).parents, "--export")
 
 
 def export_merged(model: nn.Module, path: Path | str) -> Path:
