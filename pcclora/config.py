@@ -241,6 +241,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
 
 # The smallest value each number of a run may take, and whether that value itself is allowed.
 _RUN_NUMBER_BOUNDS = (
+    ("dataset.npoints", 1, True),
     ("training.max_epoch", 0, True),
     ("training.batch_size", 1, True),
     ("training.test_batch_size", 1, True),

@@ -120,7 +120,7 @@ def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = pri
             f"no data folder for {name}: pass --data-root DIR (or set dataset.root); "
             f"it should hold the {DATASET_SOURCES[name]}"
         )
-    root = Path(dataset_cfg["root"]).expanduser()
+    root = Path(str(dataset_cfg["root"])).expanduser()  # str(): YAML reads a bare number as an int
     ensure_synthetic(dataset_cfg, root, log)
     train = build_dataset(name, root, "train", **options) if with_train else None
     test = build_dataset(name, root, "test", **options)

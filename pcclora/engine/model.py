@@ -38,7 +38,7 @@ def backbone_checkpoint_path(path: str | None) -> Path | None:
     """
     if path is None:
         return None
-    resolved = Path(path).expanduser()
+    resolved = Path(str(path)).expanduser()  # str(): YAML reads a bare number (--set ...=123) as an int
     if not resolved.is_file():
         raise CheckpointError(
             f"backbone checkpoint {resolved} not found. Download the pre-trained weights ({CHECKPOINT_SOURCES}) "

@@ -73,20 +73,20 @@ def configure_determinism(config: dict[str, Any], context: DistributedContext, l
         training["amp"] = False
 
 
-def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, run: RunFolder) -> dict[str, Any]:
+def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, log: Callable[[str], None]) -> dict[str, Any]:
     """Log parameter counts (and compute figures when ``training.profile``); return the counts."""
     counts = count_parameters(model)
     share = 100.0 * counts["trainable"] / max(counts["total"], 1)
-    run.log(
+    log(
         f"method {config['peft']['method']}: {counts['total']:,} parameters, {counts['trainable']:,} trainable "
         f"({share:.2f}%); trainable modules: {describe_trainable(model)}"
     )
-    run.log("parameter groups: " + ", ".join(f"{key} {value:,}" for key, value in counts["groups"].items()))
+    log("parameter groups: " + ", ".join(f"{key} {value:,}" for key, value in counts["groups"].items()))
     if config["training"]["profile"] and context.is_main:
         sample = data.test[0][0][None, :, :3].to(context.device)
         points = sample[:, : config["dataset"]["npoints"]]
         figures = profile(model, points)
-        run.log(
+        log(
             f"compute at batch 1, {points.shape[1]} points: {figures['macs_conv_linear'] / 1e9:.3f} G conv+linear "
             f"MACs, {figures['macs_with_attention'] / 1e9:.3f} G with attention, {figures['flops'] / 1e9:.3f} GFLOPs"
         )
@@ -233,6 +233,7 @@ def _finetune(
     data = build_run_data(config["dataset"], log_early)
     log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
     model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
+    counts = _log_model(model, config, data, context, log_early)  # a failing profile forward leaves no folder
     optimizer = build_optimizer(model, config["optimizer"])
     schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
 
@@ -243,7 +244,6 @@ def _finetune(
     run.log(f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, processes {context.world_size})")
     for message in early_messages:
         run.log(message, echo=False)
-    counts = _log_model(model, config, data, context, run)
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
