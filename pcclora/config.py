@@ -243,6 +243,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
 _RUN_NUMBER_BOUNDS = (
     ("dataset.npoints", 1, True),
     ("training.max_epoch", 0, True),
+    ("training.seed", 0, True),
     ("training.batch_size", 1, True),
     ("training.test_batch_size", 1, True),
     ("training.num_workers", 0, True),
