@@ -32,7 +32,12 @@ def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
         return len(SCANOBJECTNN_CLASSES)
     if name == "modelnet40":
         return len(MODELNET40_CLASSES)
-    return int(dataset_cfg["way"])  # modelnet40_fewshot: one class per way
+    if name == "modelnet40_fewshot":
+        return int(dataset_cfg["way"])  # one class per way
+    raise ProfilerError(
+        f"unknown dataset.name {name!r}; choose one of scanobjectnn, modelnet40, modelnet40_fewshot "
+        "(or set backbone.num_classes)"
+    )
 
 
 def build_backbone(config: dict[str, Any], seed: int = 0) -> nn.Module:
