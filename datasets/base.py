@@ -42,6 +42,7 @@ class PointCloudDataset(Dataset):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
         return len(self.class_names)
 
     @property
