@@ -141,7 +141,8 @@ def _dotted_keys(config: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 def _type_name(value: Any) -> str:
-    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+    name = "list" if isinstance(value, list) else type(value).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def _check_override_type(dotted: str, old: Any, new: Any) -> Any:
@@ -267,6 +268,11 @@ def check_run_numbers(config: Mapping[str, Any]) -> None:
         if value < low or (value == low and not inclusive):
             bound = f">= {low}" if inclusive else f"> {low}"
             raise ConfigError(f"{dotted} must be {bound}, got {value} (set it in the config or with --set {dotted}=...)")
+    num_classes = config["backbone"]["num_classes"]
+    if num_classes is not None and num_classes < 1:
+        raise ConfigError(
+            f"backbone.num_classes must be >= 1, or null for the dataset's class count; got {num_classes}"
+        )
     if config["training"]["label_smoothing"] >= 1:
         raise ConfigError(f"training.label_smoothing must be below 1, got {config['training']['label_smoothing']}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pcclora.config import ConfigError, available_configs, load_config, resolve_config_path
+from pcclora.config import ConfigError, available_configs, check_run_numbers, load_config, resolve_config_path
 
 OFFICIAL_SETTINGS = {
     # config: (backbone, npoints, num_group, encoder_dims, max_epoch, label_smoothing)
@@ -112,7 +112,7 @@ def test_set_overrides_parse_yaml_values_and_keep_types():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("training.seed=abc", "expected a int like the current value 0, got a str"),
+        ("training.seed=abc", "expected an int like the current value 0, got a str"),
         ("training.deterministic=1", "expected a bool"),
         ("optimizer.lr=fast", "expected a float"),
         ("trainig.seed=1", "did you mean 'training.seed'"),
@@ -140,3 +140,24 @@ def test_saved_config_reloads_to_the_same_dict(tmp_path):
 def test_packaged_configs_live_next_to_the_package():
     folder = resolve_config_path("demo").parent
     assert folder == Path(__file__).resolve().parents[1] / "pcclora" / "configs"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.batch_size=0", "training.batch_size must be >= 1, got 0"),
+        ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
+        ("training.seed=-3", "training.seed must be >= 0, got -3"),
+        ("training.label_smoothing=1.0", "training.label_smoothing must be below 1"),
+        ("backbone.num_classes=0", "backbone.num_classes must be >= 1, or null"),
+    ],
+)
+def test_out_of_range_run_numbers_are_config_errors(override, message):
+    config = load_config("scanobjectnn_hardest", [override])
+    with pytest.raises(ConfigError, match=message):
+        check_run_numbers(config)
+
+
+def test_the_packaged_configs_pass_the_run_number_checks():
+    for name in available_configs():
+        check_run_numbers(load_config(name))
