@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from backbones import Attention, create_backbone
+from backbones import Attention, PointMAE, create_backbone
 from backbones.errors import ToolkitError
 from backbones.tokenizer import BACKENDS, available_backends, group_points
 from pcclora.peft import apply_peft, merge_adapters, resolve_peft_config, sade_loss
@@ -62,15 +62,9 @@ METHOD_CONFIGS: dict[str, dict[str, Any]] = {
 METHODS = tuple(METHOD_CONFIGS)
 SECTIONS = ("train", "memory", "infer", "tokenizer", "sade")
 
-#: Point-MAE at the ScanObjectNN setting (REFERENCE.md §1): 12 × 384, 128 groups of 32.
-POINT_MAE_SCANOBJECTNN: dict[str, Any] = {
-    "trans_dim": 384,
-    "depth": 12,
-    "num_heads": 6,
-    "num_group": 128,
-    "group_size": 32,
-    "encoder_dims": 384,
-}
+#: Point-MAE at the ScanObjectNN setting (REFERENCE.md §1): 12 × 384, 128 groups of 32 —
+#: the backbone's own defaults, so the two cannot drift apart.
+POINT_MAE_SCANOBJECTNN: dict[str, Any] = dict(PointMAE.default_config)
 
 _MIB = float(1 << 20)
 
