@@ -7,7 +7,17 @@
 """
 
 from .checkpoint import LoadReport, checkpoint_filter_fn, load_checkpoint, read_checkpoint
-from .errors import CheckpointError, InputShapeError, ModelConfigError, ToolkitError, UnknownNameError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InputShapeError,
+    ModelConfigError,
+    NonFiniteError,
+    StateError,
+    ToolkitError,
+    UnknownNameError,
+)
 from .layers import Attention, Block, DropPath, Mlp, TransformerEncoder
 from .patch_encoder import PatchEncoder
 from .point_bert import PointBERT
@@ -20,16 +30,20 @@ __all__ = [
     "Attention",
     "Block",
     "CheckpointError",
+    "ConfigError",
+    "DataError",
     "DropPath",
     "Group",
     "InputShapeError",
     "LoadReport",
     "Mlp",
     "ModelConfigError",
+    "NonFiniteError",
     "PatchEncoder",
     "PointBERT",
     "PointMAE",
     "PointPatchTransformer",
+    "StateError",
     "ToolkitError",
     "TransformerEncoder",
     "UnknownNameError",

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .errors import UnknownNameError, closest_name
+from .errors import UnknownNameError, did_you_mean, unknown_name_message
 from .point_bert import PointBERT
 from .point_mae import PointMAE
 
@@ -40,11 +40,6 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _nearest(name: str, choices: list[str]) -> str:
-    close = closest_name(name, choices)
-    return f" (did you mean {close!r}?)" if close else ""
-
-
 def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Mapping[str, Any]) -> None:
     defaults = getattr(factory, "default_config", None)
     if defaults is None:
@@ -53,7 +48,7 @@ def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Ma
     for key in overrides:
         if key not in valid:
             raise UnknownNameError(
-                f"{name!r} has no option {key!r}{_nearest(key, valid)}; valid options: {', '.join(valid)}"
+                f"{name!r} has no option {key!r}{did_you_mean(key, valid)}; valid options: {', '.join(valid)}"
             )
 
 
@@ -82,10 +77,7 @@ def create_backbone(
     """
     factory = _REGISTRY.get(name)
     if factory is None:
-        choices = list_backbones()
-        raise UnknownNameError(
-            f"unknown backbone {name!r}{_nearest(name, choices)}; registered backbones: {', '.join(choices)}"
-        )
+        raise UnknownNameError(unknown_name_message("backbone", name, list_backbones()))
     _check_overrides(name, factory, overrides)
     model = factory(num_classes, **overrides)
     model.checkpoint_report = None

@@ -28,7 +28,7 @@ import os
 import torch
 from torch import nn
 
-from .errors import InputShapeError, UnknownNameError
+from .errors import InputShapeError, UnknownNameError, unknown_name_message
 
 BACKENDS = ("torch", "pytorch3d")
 
@@ -50,9 +50,7 @@ def resolve_backend(backend: str = "auto") -> str:
         if backend == "pytorch3d" and not pytorch3d_available():
             backend = "torch"
     if backend not in BACKENDS:
-        raise UnknownNameError(
-            f"unknown tokenizer backend {backend!r}; choose one of {', '.join(('auto',) + BACKENDS)}"
-        )
+        raise UnknownNameError(unknown_name_message("tokenizer backend", backend, ("auto", *BACKENDS)))
     if backend == "pytorch3d" and not pytorch3d_available():
         raise UnknownNameError(
             "tokenizer backend 'pytorch3d' was asked for but pytorch3d is not installed "

@@ -8,7 +8,7 @@ official layouts.
 from __future__ import annotations
 
 from .classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
-from .errors import DatasetError
+from backbones.errors import DataError, DatasetError
 from .fewshot import ModelNetFewShotDataset, make_fewshot_folds
 from .modelnet40 import ModelNet40Dataset, build_dat_cache, pc_normalize
 from .registry import build_dataset, dataset_options, list_datasets
@@ -18,6 +18,7 @@ from .synthetic import make_synthetic
 __all__ = [
     "MODELNET40_CLASSES",
     "SCANOBJECTNN_CLASSES",
+    "DataError",
     "DatasetError",
     "ModelNet40Dataset",
     "ModelNetFewShotDataset",

@@ -22,7 +22,7 @@ import numpy as np
 
 from .base import PointCloudDataset
 from .classes import FEWSHOT_SOURCE, MODELNET40_CLASSES
-from .errors import DatasetError
+from backbones.errors import DataError
 from .modelnet40 import (
     SHAPE_NAMES_FILE,
     build_dat_cache,
@@ -59,7 +59,7 @@ def locate_fold(root: Path | str, way: int, shot: int, fold: int) -> Path:
         if candidate.is_file():
             return candidate
     problem = f"the few-shot root {root} does not exist" if not root.is_dir() else f"no fold file under {root}"
-    raise DatasetError(
+    raise DataError(
         f"{problem} ({way}-way {shot}-shot fold {fold}); looked for: "
         + ", ".join(str(c) for c in candidates)
         + f"\nexpected layout:\n{LAYOUT}\nthe data comes from: {FEWSHOT_SOURCE}"
@@ -69,12 +69,12 @@ def locate_fold(root: Path | str, way: int, shot: int, fold: int) -> Path:
 def _parse_fold(content: object, split: str, path: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     if not isinstance(content, dict) or split not in content:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
-        raise DatasetError(f"{path}: expected a pickled dict with keys 'train' and 'test', got {keys}")
+        raise DataError(f"{path}: expected a pickled dict with keys 'train' and 'test', got {keys}")
     items = content[split]
     if not isinstance(items, (list, tuple)) or not items:
-        raise DatasetError(f"{path}: {split!r} must be a non-empty list of (points, label, original class)")
+        raise DataError(f"{path}: {split!r} must be a non-empty list of (points, label, original class)")
     if any(not isinstance(item, (list, tuple)) or len(item) != 3 for item in items):
-        raise DatasetError(f"{path}: every {split!r} item must be a tuple (points, label, original class)")
+        raise DataError(f"{path}: every {split!r} item must be a tuple (points, label, original class)")
     clouds = [np.asarray(item[0]) for item in items]
     return clouds, np.array([item[1] for item in items]), np.array([item[2] for item in items])
 
@@ -106,13 +106,13 @@ class ModelNetFewShotDataset(PointCloudDataset):
         shuffle_points: bool | None = None,
     ) -> None:
         if split not in SPLITS:
-            raise DatasetError(f"unknown split {split!r} for few-shot ModelNet40; choose one of {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {split!r} for few-shot ModelNet40; choose one of {', '.join(SPLITS)}")
         path = locate_fold(root, way, shot, fold)
         clouds, labels, originals = _parse_fold(load_pickle(path), split, path)
         channels = 6 if use_normals else 3
         if any(cloud.ndim != 2 or cloud.shape[1] < channels for cloud in clouds):
             shapes = sorted({cloud.shape for cloud in clouds})
-            raise DatasetError(f"{path}: clouds have shapes {shapes[:3]}, expected (points, 6)")
+            raise DataError(f"{path}: clouds have shapes {shapes[:3]}, expected (points, 6)")
         shortest = min(len(cloud) for cloud in clouds)
         points = check_clouds(np.stack([cloud[:shortest, :channels] for cloud in clouds]), path, (channels,))
         labels = check_labels(labels, len(clouds), way, path)
@@ -164,7 +164,7 @@ def make_fewshot_folds(
         the written fold files.
 
     Raises:
-        DatasetError: a size below 1, or a source too small for a fold; files this call wrote
+        DataError: a size below 1, or a source too small for a fold; files this call wrote
             are removed again.
     """
     ways, shots = list(ways), list(shots)
@@ -172,12 +172,12 @@ def make_fewshot_folds(
     sizes += [("folds", folds), ("eval_samples", eval_samples)]
     for name, value in sizes:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise DatasetError(f"{name} must be a positive integer, got {value!r}")
+            raise DataError(f"{name} must be a positive integer, got {value!r}")
     data = {}
     for split in SPLITS:
         folder, kind = locate_modelnet40(source, split, "auto")
         if kind == "h5":
-            raise DatasetError(f"{source}: few-shot folds are made from the .dat or text layout, not from h5")
+            raise DataError(f"{source}: few-shot folds are made from the .dat or text layout, not from h5")
         path = dat_cache_path(folder, split)
         if not path.is_file():
             build_dat_cache(folder, split)
@@ -219,7 +219,7 @@ def _draw_fold(
     rng: np.random.Generator,
 ) -> dict[str, list[tuple[np.ndarray, int, int]]]:
     if way > len(classes):
-        raise DatasetError(f"{way}-way folds need {way} classes but the source has {len(classes)}")
+        raise DataError(f"{way}-way folds need {way} classes but the source has {len(classes)}")
     chosen = rng.permutation(classes)[:way]
     fold: dict[str, list[tuple[np.ndarray, int, int]]] = {"train": [], "test": []}
     for new_label, original in enumerate(chosen):
@@ -227,7 +227,7 @@ def _draw_fold(
             points, labels = data[split]
             members = np.flatnonzero(labels == original)
             if len(members) < count:
-                raise DatasetError(
+                raise DataError(
                     f"class {int(original)} has {len(members)} {split} samples, a {way}-way {shot}-shot "
                     f"fold needs {count}; use a larger source or smaller way/shot"
                 )

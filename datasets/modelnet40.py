@@ -31,7 +31,7 @@ from backbones.tokenizer import farthest_point_sample, gather_points
 
 from .base import PointCloudDataset
 from .classes import MODELNET40_CLASSES, MODELNET40_SOURCE
-from .errors import DatasetError
+from backbones.errors import DataError
 from .storage import load_pickle, read_h5, require_file, write_pickle_atomic
 from .validation import check_clouds, check_labels, check_npoints
 
@@ -120,7 +120,7 @@ def locate_modelnet40(root: Path | str, split: str, source: str = "auto") -> tup
     }
     what = " or ".join(wanted[kind] for kind in order)
     problem = f"the ModelNet40 root {root} does not exist" if not root.is_dir() else f"no {what} under {root}"
-    raise DatasetError(
+    raise DataError(
         f"{problem} (split {split!r}, source {source!r}); looked in "
         + ", ".join(str(f) for f in _candidate_folders(root))
         + f"\nexpected layout:\n{LAYOUT}\nthe data comes from: {MODELNET40_SOURCE}"
@@ -132,7 +132,7 @@ def _class_names_for(folder: Path, file_name: str, num_labels_seen: int, path: P
     if names_file.is_file():
         return read_name_list(names_file)
     if num_labels_seen > len(MODELNET40_CLASSES):
-        raise DatasetError(
+        raise DataError(
             f"{path}: labels go up to {num_labels_seen - 1} but there is no {names_file} "
             f"and the official list has {len(MODELNET40_CLASSES)} classes; add the class-name file"
         )
@@ -149,9 +149,9 @@ def read_text_cloud(path: Path) -> np.ndarray:
     try:
         cloud = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
     except ValueError as error:
-        raise DatasetError(f"{path}: not comma-separated numbers ({error})") from None
+        raise DataError(f"{path}: not comma-separated numbers ({error})") from None
     if cloud.shape[1] != 6 or cloud.shape[0] == 0:
-        raise DatasetError(f"{path}: holds rows of shape {cloud.shape}, expected (points, 6) = x,y,z,nx,ny,nz")
+        raise DataError(f"{path}: holds rows of shape {cloud.shape}, expected (points, 6) = x,y,z,nx,ny,nz")
     return cloud
 
 
@@ -194,14 +194,14 @@ def build_dat_content(folder: Path | str, split: str) -> list[list[np.ndarray]]:
     id_file = require_file(folder / f"modelnet40_{split}.txt", LAYOUT, MODELNET40_SOURCE)
     shape_ids = read_name_list(id_file)
     if not shape_ids:
-        raise DatasetError(f"{id_file}: lists no shape ids")
+        raise DataError(f"{id_file}: lists no shape ids")
     clouds, labels = [], []
     print(f"building {dat_cache_path(folder, split)} from {len(shape_ids)} text files (only the first time)",
           file=sys.stderr)
     for shape_id in tqdm(shape_ids, desc=f"ModelNet40 {split}", disable=None):
         name = class_of_shape_id(shape_id)
         if name not in index:
-            raise DatasetError(
+            raise DataError(
                 f"{id_file}: shape id {shape_id!r} names class {name!r}, which is not in "
                 f"{folder / SHAPE_NAMES_FILE}"
             )
@@ -223,20 +223,20 @@ def parse_dat(content: object, path: Path, channels: int) -> tuple[np.ndarray, n
     if not (isinstance(content, (list, tuple)) and len(content) == 2
             and isinstance(content[0], (list, tuple)) and isinstance(content[1], (list, tuple))
             and len(content[0]) == len(content[1])):
-        raise DatasetError(
+        raise DataError(
             f"{path}: expected a pickled [list of (8192, 6) arrays, list of (1,) labels] of equal length"
         )
     clouds, labels = content
     if len(clouds) == 0:
-        raise DatasetError(f"{path}: holds no samples")
+        raise DataError(f"{path}: holds no samples")
     shapes = {np.shape(cloud)[1:] for cloud in clouds}
     if any(len(shape) != 1 or shape[0] < channels for shape in shapes):
-        raise DatasetError(
+        raise DataError(
             f"{path}: clouds have per-point shapes {sorted(shapes)}, expected (points, 6) "
             f"(at least {channels} columns)"
         )
     if any(np.size(label) != 1 for label in labels):
-        raise DatasetError(f"{path}: every label must be a single integer (an int32 array of shape (1,))")
+        raise DataError(f"{path}: every label must be a single integer (an int32 array of shape (1,))")
     shortest = min(len(cloud) for cloud in clouds)
     points = np.stack([np.asarray(cloud)[:shortest, :channels] for cloud in clouds])
     return points, np.array([np.asarray(label).reshape(-1)[0] for label in labels])
@@ -251,7 +251,7 @@ def read_h5_layout(folder: Path, split: str, use_normals: bool) -> tuple[np.ndar
     list_file = folder / f"{split}_files.txt"
     listed = read_name_list(list_file)
     if not listed:
-        raise DatasetError(f"{list_file}: lists no h5 files")
+        raise DataError(f"{list_file}: lists no h5 files")
     points, labels = [], []
     for entry in listed:
         # The official lists hold paths like data/modelnet40_ply_hdf5_2048/ply_data_train0.h5.
@@ -260,20 +260,20 @@ def read_h5_layout(folder: Path, split: str, use_normals: bool) -> tuple[np.ndar
         data = check_clouds(arrays["data"], path, channels=(3,))
         if use_normals:
             if "normal" not in arrays:
-                raise DatasetError(f"{path}: use_normals=True but the file has no 'normal' dataset")
+                raise DataError(f"{path}: use_normals=True but the file has no 'normal' dataset")
             normal = check_clouds(arrays["normal"], path, channels=(3,))
             if normal.shape != data.shape:
-                raise DatasetError(f"{path}: 'normal' has shape {normal.shape}, 'data' {data.shape}")
+                raise DataError(f"{path}: 'normal' has shape {normal.shape}, 'data' {data.shape}")
             data = np.concatenate([data, normal], axis=-1)
         label = np.asarray(arrays["label"])
         if label.size != len(data):
-            raise DatasetError(
+            raise DataError(
                 f"{path}: 'label' has shape {label.shape}, expected ({len(data)}, 1) — one label per sample"
             )
         points.append(data)
         labels.append(label.reshape(-1))
     if len({p.shape[1] for p in points}) != 1:
-        raise DatasetError(f"{list_file}: the listed files hold different numbers of points per sample")
+        raise DataError(f"{list_file}: the listed files hold different numbers of points per sample")
     return np.concatenate(points), np.concatenate(labels)
 
 
@@ -306,9 +306,9 @@ class ModelNet40Dataset(PointCloudDataset):
         shuffle_points: bool | None = None,
     ) -> None:
         if split not in SPLITS:
-            raise DatasetError(f"unknown split {split!r} for ModelNet40; choose one of {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {split!r} for ModelNet40; choose one of {', '.join(SPLITS)}")
         if source not in SOURCES:
-            raise DatasetError(f"unknown ModelNet40 source {source!r}; choose one of {', '.join(SOURCES)}")
+            raise DataError(f"unknown ModelNet40 source {source!r}; choose one of {', '.join(SOURCES)}")
         channels = 6 if use_normals else 3
         folder, kind = locate_modelnet40(root, split, source)
         if kind == "h5":

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from backbones.errors import UnknownNameError
 
-from .errors import DatasetError
+from backbones.errors import DataError
 from .fewshot import ModelNetFewShotDataset
 from .modelnet40 import ModelNet40Dataset
 from .scanobjectnn import ScanObjectNNDataset
@@ -53,7 +53,7 @@ def build_dataset(name: str, root: Path | str, split: str, **options: object) ->
     valid = dataset_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise DatasetError(
+        raise DataError(
             f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; valid options: {', '.join(valid)}"
         )
     return DATASETS[name](root, split, **options)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .base import PointCloudDataset
 from .classes import SCANOBJECTNN_CLASSES, SCANOBJECTNN_SOURCE
-from .errors import DatasetError
+from backbones.errors import DataError
 from .storage import read_h5
 from .validation import check_clouds, check_labels, check_npoints
 
@@ -63,7 +63,7 @@ def locate_scanobjectnn_file(root: Path | str, variant: str, split: str) -> Path
         problem = f"the ScanObjectNN root {root} does not exist"
     else:
         problem = f"no {folder}/{name} under {root}"
-    raise DatasetError(
+    raise DataError(
         f"{problem} (variant {variant!r}, split {split!r}); looked for: "
         + ", ".join(str(c) for c in candidates)
         + f"\nexpected layout:\n{LAYOUT}\nthe data comes from: {SCANOBJECTNN_SOURCE}"
@@ -93,9 +93,9 @@ class ScanObjectNNDataset(PointCloudDataset):
         shuffle_points: bool | None = None,
     ) -> None:
         if split not in SPLITS:
-            raise DatasetError(f"unknown split {split!r} for ScanObjectNN; choose one of {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {split!r} for ScanObjectNN; choose one of {', '.join(SPLITS)}")
         if variant not in VARIANTS:
-            raise DatasetError(
+            raise DataError(
                 f"unknown ScanObjectNN variant {variant!r}; choose one of {', '.join(VARIANTS)} "
                 "(hardest = PB_T50_RS, objbg = OBJ_BG, objonly = OBJ_ONLY)"
             )

@@ -11,13 +11,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import DatasetError
+from backbones.errors import DataError
 
 
 def require_file(path: Path, layout: str, source: str) -> Path:
-    """Return ``path`` when it is a file, else raise a DatasetError naming layout and source."""
+    """Return ``path`` when it is a file, else raise a DataError naming layout and source."""
     if not path.is_file():
-        raise DatasetError(f"missing file {path}\nexpected layout:\n{layout}\nthe data comes from: {source}")
+        raise DataError(f"missing file {path}\nexpected layout:\n{layout}\nthe data comes from: {source}")
     return path
 
 
@@ -28,23 +28,23 @@ def read_h5(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -
             present = sorted(handle.keys())
             missing = [key for key in keys if key not in handle]
             if missing:
-                raise DatasetError(
+                raise DataError(
                     f"{path}: no dataset {', '.join(repr(k) for k in missing)} in the h5 file "
                     f"(it holds {present}); expected keys {list(keys)}"
                 )
             return {key: np.asarray(handle[key]) for key in keys + optional if key in handle}
     except OSError as error:
-        raise DatasetError(f"{path}: not a readable h5 file ({error}); re-create or re-download it") from None
+        raise DataError(f"{path}: not a readable h5 file ({error}); re-create or re-download it") from None
 
 
 def load_pickle(path: Path) -> Any:
-    """Unpickle ``path``; a truncated or foreign file gives a DatasetError."""
+    """Unpickle ``path``; a truncated or foreign file gives a DataError."""
     try:
         with open(path, "rb") as handle:
             return pickle.load(handle)
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, AttributeError, ImportError,
             IndexError) as error:
-        raise DatasetError(
+        raise DataError(
             f"{path}: cannot unpickle ({type(error).__name__}: {error}); the file is truncated or "
             "corrupt, delete it and re-create or re-download it"
         ) from None

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from .classes import SCANOBJECTNN_CLASSES
-from .errors import DatasetError
+from backbones.errors import DataError
 from .modelnet40 import SHAPE_NAMES_FILE, build_dat_cache
 from .scanobjectnn import VARIANTS, scanobjectnn_relative_path
 from .shapes import SHAPES, box, rot_x, rot_y, rot_z, sample_shape
@@ -191,7 +191,7 @@ def write_scanobjectnn(out: Path, num_train: int, num_test: int, seed: int,
     variants = tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise DatasetError(f"unknown ScanObjectNN variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        raise DataError(f"unknown ScanObjectNN variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     written = []
     for split, count in (("train", num_train), ("test", num_test)):
         labels = _split_labels(count, len(SCANOBJECTNN_CLASSES), seed, split)
@@ -223,7 +223,7 @@ def write_modelnet40(out: Path, num_train: int, num_test: int, seed: int, num_po
                      num_classes: int = 40, write_cache: bool = True) -> list[Path]:
     """Write the ``modelnet40_normal_resampled`` text layout (and its .dat caches) into ``out``."""
     if not 2 <= num_classes <= len(MODELNET40_SHAPES):
-        raise DatasetError(f"num_classes must be in 2..{len(MODELNET40_SHAPES)}, got {num_classes}")
+        raise DataError(f"num_classes must be in 2..{len(MODELNET40_SHAPES)}, got {num_classes}")
     names = MODELNET40_SHAPES[:num_classes]
     out.mkdir(parents=True, exist_ok=True)
     (out / SHAPE_NAMES_FILE).write_text("".join(f"{name}\n" for name in names))
@@ -279,13 +279,13 @@ def make_synthetic(
         ``Path(out)``, which ``build_dataset(format, out, split)`` reads.
     """
     if format not in FORMATS:
-        raise DatasetError(f"unknown synthetic format {format!r}; choose one of {', '.join(FORMATS)}")
+        raise DataError(f"unknown synthetic format {format!r}; choose one of {', '.join(FORMATS)}")
     sizes = [("num_train", num_train), ("num_test", num_test)]
     if num_points is not None:
         sizes.append(("num_points", num_points))
     for name, value in sizes:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DatasetError(f"{name} must be a positive integer, got {value!r}")
+            raise DataError(f"{name} must be a positive integer, got {value!r}")
     out = Path(out)
     # A new folder is written under a temporary name and renamed when complete, so an
     # interrupted run never leaves a half-written dataset that a later run would take as done.

@@ -1,4 +1,4 @@
-"""Checks on loaded arrays; each failure is one :class:`DatasetError` naming the file."""
+"""Checks on loaded arrays; each failure is one :class:`DataError` naming the file."""
 
 from __future__ import annotations
 
@@ -6,30 +6,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from backbones.errors import DataError
 
 
 def check_clouds(points: np.ndarray, path: Path | str, channels: tuple[int, ...] = (3,)) -> np.ndarray:
     """Check a stack of clouds (S, N, C) and return it as float32.
 
-    Raises DatasetError when it is not 3-D, has a channel count outside ``channels``, is empty,
+    Raises DataError when it is not 3-D, has a channel count outside ``channels``, is empty,
     or holds NaN/Inf coordinates.
     """
     points = np.asarray(points)
     expected = " or ".join(str(c) for c in channels)
     if points.ndim != 3 or points.shape[-1] not in channels:
-        raise DatasetError(
+        raise DataError(
             f"{path}: point data has shape {points.shape}, expected (samples, points, {expected})"
         )
     if points.shape[0] == 0 or points.shape[1] == 0:
-        raise DatasetError(f"{path}: holds no points (shape {points.shape})")
+        raise DataError(f"{path}: holds no points (shape {points.shape})")
     if not np.issubdtype(points.dtype, np.number):
-        raise DatasetError(f"{path}: point data has dtype {points.dtype}, expected float")
+        raise DataError(f"{path}: point data has dtype {points.dtype}, expected float")
     points = points.astype(np.float32, copy=False)
     finite = np.isfinite(points).all(axis=(1, 2))
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise DatasetError(
+        raise DataError(
             f"{path}: {len(bad)} sample(s) hold NaN or Inf coordinates (first: sample {int(bad[0])}); "
             "the file is corrupt, re-create or re-download it"
         )
@@ -42,18 +42,18 @@ def check_labels(labels: np.ndarray, num_samples: int, num_classes: int, path: P
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1 or labels.shape[0] != num_samples:
-        raise DatasetError(
+        raise DataError(
             f"{path}: labels have shape {labels.shape}, expected ({num_samples},) or ({num_samples}, 1) "
             "— one label per sample"
         )
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.issubdtype(labels.dtype, np.floating) or not np.all(labels == np.round(labels)):
-            raise DatasetError(f"{path}: labels have dtype {labels.dtype}, expected integers")
+            raise DataError(f"{path}: labels have dtype {labels.dtype}, expected integers")
     labels = labels.astype(np.int64)
     out_of_range = (labels < 0) | (labels >= num_classes)
     if out_of_range.any():
         first = int(np.flatnonzero(out_of_range)[0])
-        raise DatasetError(
+        raise DataError(
             f"{path}: label {int(labels[first])} of sample {first} is outside 0..{num_classes - 1} "
             f"({num_classes} classes); the labels do not match the class list"
         )
@@ -63,14 +63,14 @@ def check_labels(labels: np.ndarray, num_samples: int, num_classes: int, path: P
 def check_npoints(npoints: int | None, available: int, path: Path | str) -> int:
     """Return the number of points per item: ``npoints`` (None = all available).
 
-    Raises DatasetError when more points are asked for than every sample holds.
+    Raises DataError when more points are asked for than every sample holds.
     """
     if npoints is None:
         return available
     if isinstance(npoints, bool) or not isinstance(npoints, (int, np.integer)) or npoints < 1:
-        raise DatasetError(f"npoints must be a positive integer, got {npoints!r}")
+        raise DataError(f"npoints must be a positive integer, got {npoints!r}")
     if npoints > available:
-        raise DatasetError(
+        raise DataError(
             f"{path}: npoints={npoints} was asked for but the samples hold only {available} points; "
             f"ask for at most {available} (or use data with more points per sample)"
         )

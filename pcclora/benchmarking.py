@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import Attention, PointMAE, create_backbone
-from backbones.errors import ToolkitError
+from backbones.errors import ConfigError
 from backbones.tokenizer import BACKENDS, available_backends, group_points
 from pcclora.peft import apply_peft, merge_adapters, resolve_peft_config, sade_loss
 from pcclora.peft.bases import CLoRABaseBank
@@ -69,7 +69,7 @@ POINT_MAE_SCANOBJECTNN: dict[str, Any] = dict(PointMAE.default_config)
 _MIB = float(1 << 20)
 
 
-class BenchmarkError(ToolkitError, ValueError):
+class BenchmarkError(ConfigError):
     """A benchmark setting that cannot run (unknown method or section, no CUDA, bad size)."""
 
 

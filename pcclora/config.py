@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from backbones.errors import ToolkitError, closest_name
+from backbones.errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_message
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
@@ -28,19 +28,9 @@ BASE_KEY = "_base_"
 PEFT_SECTION = "peft"
 
 
-class ConfigError(ToolkitError):
-    """A config file, name, key or override value that cannot be used."""
-
-
 def available_configs() -> list[str]:
     """Names of the packaged configs (without ``.yaml``), ``_base_`` pieces excluded."""
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
-
-
-def _nearest(word: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
-    match = closest_name(word, choices)
-    return f"; did you mean {match!r}?" if match else ""
 
 
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
@@ -65,7 +55,7 @@ def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = Non
     names = available_configs()
     raise ConfigError(
         f"config {str(name_or_path)!r} not found (neither a file nor a packaged config)"
-        f"{_nearest(raw.stem, names)}; packaged configs: {', '.join(names)}"
+        f"{did_you_mean(raw.stem, names)}; packaged configs: {', '.join(names)}"
     )
 
 
@@ -114,9 +104,7 @@ def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: st
         dotted = f"{prefix}{key}"
         if key not in schema:
             valid = [f"{prefix}{name}" for name in schema]
-            raise ConfigError(
-                f"unknown config key {dotted!r}{_nearest(dotted, valid)}; valid keys here: {', '.join(valid)}"
-            )
+            raise UnknownNameError(unknown_name_message("config key", dotted, valid))
         if dotted == PEFT_SECTION:
             continue
         if isinstance(schema[key], Mapping):
@@ -186,7 +174,7 @@ def apply_override(config: dict[str, Any], reference: Mapping[str, Any], text: s
         dotted = ".".join(path[: depth + 1])
         if not isinstance(node_ref, Mapping) or part not in node_ref:
             valid = _dotted_keys(reference)
-            raise ConfigError(f"--set {text!r}: unknown config key {dotted!r}{_nearest('.'.join(path), valid)}")
+            raise UnknownNameError(f"--set {text!r}: unknown config key {dotted!r}{did_you_mean('.'.join(path), valid)}")
         node_ref = node_ref[part]
     if isinstance(node_ref, Mapping):
         raise ConfigError(f"--set {text!r}: {'.'.join(path)!r} is a section; set one of its keys instead")

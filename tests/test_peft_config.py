@@ -41,7 +41,7 @@ def test_unknown_key_suggests_the_nearest_and_lists_valid_keys():
     with pytest.raises(PeftConfigError) as error:
         resolve_peft_config({"rnak": 4})
     message = str(error.value)
-    assert "'rnak'" in message and "Did you mean 'rank'" in message and "num_bases" in message
+    assert "'rnak'" in message and "did you mean 'rank'" in message and "num_bases" in message
     assert isinstance(error.value, ToolkitError)
 
 
@@ -49,7 +49,7 @@ def test_unknown_method_lists_the_valid_methods():
     with pytest.raises(UnknownNameError) as error:
         resolve_peft_config({"method": "clor"})
     message = str(error.value)
-    assert "Did you mean 'clora'" in message
+    assert "did you mean 'clora'" in message
     assert all(method in message for method in pcclora.PEFT_METHODS)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 # Run from a source checkout without installing: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backbones.errors import ToolkitError  # noqa: E402
+from backbones.errors import ConfigError, ToolkitError  # noqa: E402
 from datasets.fewshot import make_fewshot_folds  # noqa: E402
 from datasets.scanobjectnn import VARIANTS  # noqa: E402
 from datasets.synthetic import make_synthetic  # noqa: E402
@@ -53,7 +53,7 @@ def check_out_folder(out: Path) -> None:
     """``--out`` must be a folder or a path that can become one (no file on the way)."""
     existing = next(path for path in (out, *out.parents) if path.exists())
     if not existing.is_dir():
-        raise ToolkitError(f"--out {out}: {existing} is a file, not a folder; give a folder path (new or existing)")
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder; give a folder path (new or existing)")
 
 
 def run(args: argparse.Namespace) -> str:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> str:
     check_out_folder(args.out)
     if args.format == "modelnet40_fewshot":
         if args.source is None:
-            raise ToolkitError("--format modelnet40_fewshot needs --source, the ModelNet40 folder to draw folds from")
+            raise ConfigError("--format modelnet40_fewshot needs --source, the ModelNet40 folder to draw folds from")
         written = make_fewshot_folds(args.source, args.out, ways=args.ways, shots=args.shots, folds=args.folds,
                                      seed=args.seed, eval_samples=args.eval_samples)
         return f"wrote {len(written)} fold files under {args.out} in {time.perf_counter() - start:.1f} s"

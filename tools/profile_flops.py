@@ -56,13 +56,13 @@ def report_text(args: argparse.Namespace) -> str:
     """The table (or the JSON list) for the parsed arguments."""
     from pcclora.config import load_config
     from pcclora.profiling import report
-    from pcclora.profiling.errors import ProfilerError
+    from backbones.errors import ConfigError
     from pcclora.profiling.methods import (
         build_backbone, latency_rows, profile_method, resolve_device, tokenizer_estimate_for,
     )
 
     if args.warmup < 0 or args.repeats < 1 or any(b < 1 for b in args.batch_sizes):
-        raise ProfilerError(
+        raise ConfigError(
             f"need --warmup >= 0, --repeats >= 1 and batch sizes >= 1, got --warmup {args.warmup} "
             f"--repeats {args.repeats} --batch-sizes {' '.join(map(str, args.batch_sizes))}"
         )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
-from pcclora.config import ConfigError
+from backbones.errors import ConfigError
 from pcclora.engine.distributed import DistributedContext
 
 # Where each dataset comes from, for the message when its folder is missing.

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from backbones.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -38,7 +40,6 @@ class DistributedContext:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; otherwise the named device (checked)."""
-    from pcclora.config import ConfigError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

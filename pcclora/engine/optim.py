@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbones.errors import ConfigError
+
 
 def is_no_decay(name: str, param: nn.Parameter) -> bool:
     """The reference's rule: no decay for 1-D tensors, biases and names containing ``token``."""
@@ -32,7 +34,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 def build_optimizer(model: nn.Module, optimizer_cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """The optimizer of a config's ``optimizer`` section (only ``name: adamw`` exists)."""
-    from pcclora.config import ConfigError
 
     if optimizer_cfg["name"] != "adamw":
         raise ConfigError(f"unknown optimizer.name {optimizer_cfg['name']!r}; the only optimizer is 'adamw'")

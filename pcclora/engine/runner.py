@@ -45,7 +45,7 @@ from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_confusion, plot_curves
 from pcclora.engine.run_folder import RunFolder
 from pcclora.engine.schedule import build_schedule
-from pcclora.engine.trainer import NonFiniteLossError, train_one_epoch
+from pcclora.engine.trainer import NonFiniteError, train_one_epoch
 from pcclora.peft import adapter_state_dict, count_parameters, export_merged_state_dict, load_adapter_state_dict
 from pcclora.profiler import profile
 
@@ -191,7 +191,7 @@ def finetune(
             path; ``""`` = ``<run folder>/model_merged.pth``; None = no export.
 
     Raises:
-        ToolkitError subclasses for user mistakes; :class:`NonFiniteLossError` when the loss
+        ToolkitError subclasses for user mistakes; :class:`NonFiniteError` when the loss
         diverges (``last.pth`` then still holds the last good epoch).
     """
     started = time.perf_counter()
@@ -323,11 +323,11 @@ def _finetune(
             f"interrupted during epoch {epoch}: {run.last_checkpoint} holds the last finished epoch; "
             f"continue with: python tools/finetune.py --output {run.root} --resume"
         )
-    except NonFiniteLossError as error:
+    except NonFiniteError as error:
         status = "stopped: non-finite loss"
         kept = f"{run.last_checkpoint} (epoch {history[-1]['epoch']})" if history else "no checkpoint (first epoch)"
         _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
-        raise NonFiniteLossError(
+        raise NonFiniteError(
             f"{error}. The last good checkpoint is kept: {kept}. Lower optimizer.lr or training.grad_clip "
             f"and continue with --resume, or start again"
         ) from None

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from backbones.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class CosineWarmupSchedule:
@@ -54,7 +56,6 @@ class CosineWarmupSchedule:
 
 def build_schedule(scheduler_cfg: dict[str, Any], base_lr: float) -> CosineWarmupSchedule:
     """The schedule of a config's ``scheduler`` section (only ``name: cosine`` exists)."""
-    from pcclora.config import ConfigError
 
     if scheduler_cfg["name"] != "cosine":
         raise ConfigError(f"unknown scheduler.name {scheduler_cfg['name']!r}; the only scheduler is 'cosine'")

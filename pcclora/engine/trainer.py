@@ -9,16 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from backbones.errors import ToolkitError
+from backbones.errors import NonFiniteError
+from backbones.errors import NonFiniteError as NonFiniteLossError  # the name this module used to define
 from datasets.transforms import fps_points_for, fps_resample, rotate_y, scale_and_translate
 from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
 from pcclora.engine.evaluate import autocast
 from pcclora.engine.losses import classification_loss
 from pcclora.peft import sade_loss
-
-
-class NonFiniteLossError(ToolkitError):
-    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def train_one_epoch(
         progress: optional callable ``(batch_index, num_batches, loss)`` for a progress bar.
 
     Raises:
-        NonFiniteLossError: the loss of a batch is NaN or infinite (on any rank).
+        NonFiniteError: the loss of a batch is NaN or infinite (on any rank).
     """
     training = config["training"]
     npoints = config["dataset"]["npoints"]
@@ -84,7 +81,7 @@ def train_one_epoch(
         sade = sade_loss(core_model) if sade_weight > 0 else torch.zeros((), device=ce.device)
         loss = ce + sade_weight * sade
         if any_rank(not bool(torch.isfinite(loss)), context):
-            raise NonFiniteLossError(
+            raise NonFiniteError(
                 f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped"
             )
         optimizer.zero_grad(set_to_none=True)

@@ -13,8 +13,10 @@ merged export), :mod:`.params` (parameter counts).
 
 from __future__ import annotations
 
+from backbones.errors import ConfigError as PeftConfigError  # the name this package used to raise
+from backbones.errors import StateError as PeftStateError
+
 from .config import PEFT_METHODS, resolve_peft_config
-from .errors import PeftConfigError, PeftStateError
 from .inject import apply_peft
 from .merge import merge_adapters, unmerge_adapters
 from .params import count_parameters

@@ -25,9 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from backbones.errors import UnknownNameError, closest_name
+from backbones.errors import ConfigError, UnknownNameError, unknown_name_message
 
-from .errors import PeftConfigError
 
 PEFT_METHODS = ("clora", "clora_shared", "lora", "full", "linear")
 
@@ -56,49 +55,39 @@ def resolve_peft_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg: the user's mapping (``None`` or ``{}`` gives the defaults).
 
     Raises:
-        UnknownNameError: unknown ``method`` (the message lists the valid ones).
-        PeftConfigError: unknown key (with the nearest valid key) or a bad value.
+        UnknownNameError: unknown ``method`` or key (a :class:`ConfigError`; the message
+            suggests the nearest valid name and lists them all).
+        ConfigError: a value of the wrong type or range.
     """
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, Mapping):
-        raise PeftConfigError(
-            f"The peft config must be a mapping of keys to values, got {type(cfg).__name__}; "
-            f"valid keys: {', '.join(DEFAULT_PEFT_CONFIG)}."
+        raise ConfigError(
+            f"the peft config must be a mapping of keys to values, got {type(cfg).__name__}; "
+            f"valid keys: {', '.join(DEFAULT_PEFT_CONFIG)}"
         )
     for key in cfg:
         if key not in DEFAULT_PEFT_CONFIG:
-            nearest = closest_name(str(key), DEFAULT_PEFT_CONFIG, cutoff=0.6)
-            hint = f" Did you mean '{nearest}'?" if nearest else ""
-            raise PeftConfigError(
-                f"Unknown peft config key '{key}'.{hint} "
-                f"Valid keys: {', '.join(DEFAULT_PEFT_CONFIG)}."
-            )
+            raise UnknownNameError(unknown_name_message("peft config key", key, DEFAULT_PEFT_CONFIG, cutoff=0.6))
     resolved = {key: _copy_value(value) for key, value in DEFAULT_PEFT_CONFIG.items()}
     resolved.update({key: _copy_value(value) for key, value in cfg.items()})
 
     method = resolved["method"]
     if method not in PEFT_METHODS:
-        nearest = closest_name(str(method), PEFT_METHODS, cutoff=0.6)
-        hint = f" Did you mean '{nearest}'?" if nearest else ""
-        raise UnknownNameError(
-            f"Unknown peft method '{method}'.{hint} Valid methods: {', '.join(PEFT_METHODS)}."
-        )
+        raise UnknownNameError(unknown_name_message("peft method", method, PEFT_METHODS, cutoff=0.6))
     _check_positive_int(resolved, "rank")
     _check_positive_int(resolved, "num_bases")
     _check_number(resolved, "alpha", low=0.0, low_inclusive=False)
     _check_number(resolved, "dropout", low=0.0, high=1.0)
     _check_number(resolved, "sade_weight", low=0.0)
     if not isinstance(resolved["sade_normalized"], bool):
-        raise PeftConfigError(
-            f"peft.sade_normalized must be true or false, got {resolved['sade_normalized']!r}."
-        )
+        raise ConfigError(f"peft.sade_normalized must be true or false, got {resolved['sade_normalized']!r}")
     resolved["target_modules"] = _string_list(resolved, "target_modules")
     resolved["trainable_extra"] = _string_list(resolved, "trainable_extra")
     if method in INJECTING_METHODS and not resolved["target_modules"]:
-        raise PeftConfigError(
-            f"peft.target_modules is empty, but method '{method}' adapts linear layers; "
-            "name at least one, e.g. ['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2']."
+        raise ConfigError(
+            f"peft.target_modules is empty, but method {method!r} adapts linear layers; "
+            "name at least one, e.g. ['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2']"
         )
     return resolved
 
@@ -110,7 +99,7 @@ def _copy_value(value: Any) -> Any:
 def _check_positive_int(cfg: dict[str, Any], key: str) -> None:
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PeftConfigError(f"peft.{key} must be a positive integer, got {value!r}.")
+        raise ConfigError(f"peft.{key} must be a positive integer, got {value!r}")
 
 
 def _check_number(
@@ -128,9 +117,7 @@ def _check_number(
     if not is_number or too_low or too_high:
         bracket = "[" if low_inclusive else "("
         upper = f"{high})" if high is not None else "inf)"
-        raise PeftConfigError(
-            f"peft.{key} must be a number in {bracket}{low}, {upper}, got {value!r}."
-        )
+        raise ConfigError(f"peft.{key} must be a number in {bracket}{low}, {upper}, got {value!r}")
 
 
 def _string_list(cfg: dict[str, Any], key: str) -> list[str]:
@@ -138,7 +125,5 @@ def _string_list(cfg: dict[str, Any], key: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise PeftConfigError(
-            f"peft.{key} must be a list of non-empty names, got {cfg[key]!r}."
-        )
+        raise ConfigError(f"peft.{key} must be a list of non-empty names, got {cfg[key]!r}")
     return list(value)

@@ -20,15 +20,15 @@ parameters but none trainable gets a forward pre-hook that puts it in eval mode,
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from backbones.errors import ConfigError, StateError, did_you_mean
+
 from .bases import BANK_ATTRIBUTE, BaseSpaceFamily, CLoRABaseBank, family_key
 from .config import BASE_SPACE_METHODS, INJECTING_METHODS, resolve_peft_config
-from .errors import PeftConfigError, PeftStateError
 from .layers import AdapterLinear, CLoRALinear, LoRALinear
 
 #: Attribute that holds the resolved config on an adapted model.
@@ -51,16 +51,16 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
         The same model with ``model.peft_config`` (the resolved config) set.
 
     Raises:
-        PeftStateError: the model was adapted already.
-        PeftConfigError: a target module or ``trainable_extra`` name matches nothing, a target
+        StateError: the model was adapted already.
+        ConfigError: a target module or ``trainable_extra`` name matches nothing, a target
             is not an ``nn.Linear``, or nothing at all would be trained.
     """
     config = resolve_peft_config(cfg)
     if is_adapted(model):
-        raise PeftStateError(
-            f"This {type(model).__name__} is already adapted "
+        raise StateError(
+            f"this {type(model).__name__} is already adapted "
             f"(method '{(getattr(model, CONFIG_ATTRIBUTE, None) or {}).get('method', '?')}'); "
-            "apply_peft must be called once, on a freshly built backbone."
+            "apply_peft must be called once, on a freshly built backbone"
         )
     method = config["method"]
     if method == "full":
@@ -73,11 +73,11 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
         injecting = method in INJECTING_METHODS
         targets = find_target_linears(model, config["target_modules"]) if injecting else []
         if not (heads or extras or targets):
-            raise PeftConfigError(
-                f"Method '{method}' would train nothing in {type(model).__name__}: it has no "
+            raise ConfigError(
+                f"method {method!r} would train nothing in {type(model).__name__}: it has no "
                 f"head module ({', '.join(DEFAULT_HEAD_MODULE_NAMES)}) and trainable_extra is "
-                "empty. Declare head_module_names on the model or name parameters in "
-                "peft.trainable_extra."
+                "empty; declare head_module_names on the model or name parameters in "
+                "peft.trainable_extra"
             )
         model.requires_grad_(False)
         if injecting:
@@ -100,12 +100,11 @@ def is_adapted(model: nn.Module) -> bool:
 
 
 def require_adapted(model: nn.Module) -> dict[str, Any]:
-    """The resolved config of an adapted model; a :class:`PeftStateError` otherwise."""
+    """The resolved config of an adapted model; a :class:`StateError` otherwise."""
     config = getattr(model, CONFIG_ATTRIBUTE, None)
     if config is None:
-        raise PeftStateError(
-            f"This {type(model).__name__} is not adapted; "
-            "call pcclora.apply_peft(model, cfg) first."
+        raise StateError(
+            f"this {type(model).__name__} is not adapted; call pcclora.apply_peft(model, cfg) first"
         )
     return config
 
@@ -119,9 +118,9 @@ def head_module_names(model: nn.Module) -> tuple[str, ...]:
     declared = (declared,) if isinstance(declared, str) else tuple(declared)
     missing = [name for name in declared if name not in existing]
     if missing:
-        raise PeftConfigError(
+        raise ConfigError(
             f"{type(model).__name__}.head_module_names names {missing}, which the model does not "
-            "have; fix head_module_names to the names of its classification head modules."
+            "have; fix head_module_names to the names of its classification head modules"
         )
     return declared
 
@@ -133,12 +132,10 @@ def extra_parameter_names(model: nn.Module, names: list[str]) -> list[str]:
     for wanted in names:
         found = [name for name in all_names if name == wanted or name.startswith(wanted + ".")]
         if not found:
-            nearest = difflib.get_close_matches(wanted, all_names, n=3)
-            hint = f" Nearest parameter names: {', '.join(nearest)}." if nearest else ""
-            raise PeftConfigError(
-                f"peft.trainable_extra names '{wanted}', but {type(model).__name__} has no such "
-                f"parameter.{hint} Set peft.trainable_extra to parameter names of this model "
-                "(or [] for none)."
+            raise ConfigError(
+                f"peft.trainable_extra names {wanted!r}{did_you_mean(wanted, all_names)}, but "
+                f"{type(model).__name__} has no such parameter; set peft.trainable_extra to parameter "
+                "names or module prefixes of this model (or [] for none)"
             )
         selected.extend(name for name in found if name not in selected)
     return selected
@@ -153,9 +150,9 @@ def find_target_linears(model: nn.Module, targets: list[str]) -> list[tuple[str,
         if not hits:
             continue
         if not isinstance(module, nn.Linear):
-            raise PeftConfigError(
-                f"Target '{hits[0]}' matches '{name}', a {type(module).__name__}; only nn.Linear "
-                "layers can be adapted. Narrow peft.target_modules to linear layers."
+            raise ConfigError(
+                f"target {hits[0]!r} matches {name!r}, a {type(module).__name__}; only nn.Linear "
+                "layers can be adapted; narrow peft.target_modules to linear layers"
             )
         matched.update(hits)
         found.append((name, module))
@@ -163,9 +160,9 @@ def find_target_linears(model: nn.Module, targets: list[str]) -> list[tuple[str,
     if unmatched:
         linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         suffixes = sorted({".".join(n.split(".")[-2:]) for n in linear_names})
-        raise PeftConfigError(
-            f"peft.target_modules entries {unmatched} match no layer of {type(model).__name__}. "
-            f"Its linear layers end with: {', '.join(suffixes[:20]) or 'none'}."
+        raise ConfigError(
+            f"peft.target_modules entries {unmatched} match no layer of {type(model).__name__}; "
+            f"its linear layers end with: {', '.join(suffixes[:20]) or 'none'}"
         )
     return found
 
@@ -175,9 +172,9 @@ def _inject_adapters(
 ) -> None:
     method = config["method"]
     if method in BASE_SPACE_METHODS and hasattr(model, BANK_ATTRIBUTE):
-        raise PeftStateError(
-            f"{type(model).__name__} already has an attribute '{BANK_ATTRIBUTE}', where CLoRA "
-            "keeps its shared bases; rename that attribute of the model."
+        raise StateError(
+            f"{type(model).__name__} already has an attribute {BANK_ATTRIBUTE!r}, where CLoRA "
+            "keeps its shared bases; rename that attribute of the model"
         )
     bank = CLoRABaseBank() if method in BASE_SPACE_METHODS else None
     for name, linear in targets:
@@ -210,9 +207,9 @@ def _num_splits(name: str, linear: nn.Linear) -> int:
     if name.rpartition(".")[2] != FUSED_QKV_NAME:
         return 1
     if linear.out_features % FUSED_QKV_SPLITS:
-        raise PeftConfigError(
-            f"'{name}' is named like a fused q/k/v projection but its output size "
-            f"{linear.out_features} is not divisible by {FUSED_QKV_SPLITS}."
+        raise ConfigError(
+            f"{name!r} is named like a fused q/k/v projection but its output size "
+            f"{linear.out_features} is not divisible by {FUSED_QKV_SPLITS}"
         )
     return FUSED_QKV_SPLITS
 

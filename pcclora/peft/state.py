@@ -19,11 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from backbones.errors import CheckpointError
+from backbones.errors import CheckpointError, StateError
 
 from .bases import BANK_ATTRIBUTE
 from .config import resolve_peft_config
-from .errors import PeftStateError
 from .inject import CONFIG_ATTRIBUTE, apply_peft, frozen_subtree_roots, is_adapted, require_adapted
 from .merge import adapter_layers, is_merged
 
@@ -64,12 +63,12 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
     Raises:
         CheckpointError: ``state`` is no adapter state dict, its config differs from the model's,
             or its tensors miss, exceed or do not fit the model's (names listed).
-        PeftStateError: the model's adapters are merged (unmerge first).
+        StateError: the model's adapters are merged (unmerge first).
     """
     if not isinstance(state, Mapping) or CONFIG_KEY not in state:
         raise CheckpointError(
-            "This is not an adapter state dict: it has no 'peft_config' entry. Expected the "
-            "dict returned by pcclora.adapter_state_dict(model)."
+            "this is not an adapter state dict: it has no 'peft_config' entry; expected the "
+            "dict returned by pcclora.adapter_state_dict(model)"
         )
     saved_config = resolve_peft_config(state[CONFIG_KEY])
     if not is_adapted(model):
@@ -82,14 +81,14 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
     ]
     if differences:
         raise CheckpointError(
-            "The adapter checkpoint was trained with another peft config ("
+            "the adapter checkpoint was trained with another peft config ("
             + "; ".join(differences)
-            + "). Build the model with the checkpoint's config, or pass a plain backbone."
+            + "); build the model with the checkpoint's config, or pass a plain backbone"
         )
     if is_merged(model):
-        raise PeftStateError(
-            "The model's adapters are merged into its weights; call "
-            "pcclora.unmerge_adapters(model) before loading adapter weights."
+        raise StateError(
+            "the model's adapters are merged into its weights; call "
+            "pcclora.unmerge_adapters(model) before loading adapter weights"
         )
     tensors = {key: value for key, value in state.items() if key != CONFIG_KEY}
     expected = trained_keys(model)
@@ -98,9 +97,9 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
     unexpected = [key for key in tensors if key not in expected_set]
     if missing or unexpected:
         raise CheckpointError(
-            "The adapter checkpoint does not fit the model: "
+            "the adapter checkpoint does not fit the model: "
             f"missing {len(missing)} tensor(s) {_preview(missing)}, "
-            f"unexpected {len(unexpected)} {_preview(unexpected)}. Was it saved from another "
+            f"unexpected {len(unexpected)} {_preview(unexpected)}; was it saved from another "
             "backbone or number of classes?"
         )
     current = model.state_dict()
@@ -111,7 +110,7 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
     ]
     if mismatched:
         raise CheckpointError(
-            f"Adapter checkpoint shapes do not fit the model: {_preview(mismatched)}. Was it "
+            f"the adapter checkpoint's shapes do not fit the model: {_preview(mismatched)}; was it "
             "saved from another backbone size or number of classes?"
         )
     model.load_state_dict(tensors, strict=False)

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbones.errors import ConfigError
 from datasets.classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
 
 from .counting import count_compute
-from .errors import ProfilerError
 from .latency import measure_latency
 from .tokenizer_cost import tokenizer_flops_estimate
 
@@ -34,7 +34,7 @@ def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
         return len(MODELNET40_CLASSES)
     if name == "modelnet40_fewshot":
         return int(dataset_cfg["way"])  # one class per way
-    raise ProfilerError(
+    raise ConfigError(
         f"unknown dataset.name {name!r}; choose one of scanobjectnn, modelnet40, modelnet40_fewshot "
         "(or set backbone.num_classes)"
     )
@@ -64,14 +64,14 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:  # torch rejects a device string it cannot parse
-        raise ProfilerError(f"--device {name}: expected cpu or cuda[:N]") from None
+        raise ConfigError(f"--device {name}: expected cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ProfilerError(
+        raise ConfigError(
             f"--device {name} was asked for but this PyTorch has no usable CUDA device; "
             "use --device cpu (the counts do not depend on the device)"
         )
     if device.type not in ("cpu", "cuda"):
-        raise ProfilerError(f"--device {name}: expected cpu or cuda[:N]")
+        raise ConfigError(f"--device {name}: expected cpu or cuda[:N]")
     return device
 
 
