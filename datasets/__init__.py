@@ -11,21 +11,24 @@ from .classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
 from backbones.errors import DataError, DatasetError
 from .fewshot import ModelNetFewShotDataset, make_fewshot_folds
 from .modelnet40 import ModelNet40Dataset, build_dat_cache, pc_normalize
-from .registry import build_dataset, dataset_options, list_datasets
+from .registry import DATASETS, DatasetSpec, build_dataset, dataset_options, get_dataset_spec, list_datasets
 from .scanobjectnn import ScanObjectNNDataset
 from .synthetic import make_synthetic
 
 __all__ = [
     "MODELNET40_CLASSES",
     "SCANOBJECTNN_CLASSES",
+    "DATASETS",
     "DataError",
     "DatasetError",
+    "DatasetSpec",
     "ModelNet40Dataset",
     "ModelNetFewShotDataset",
     "ScanObjectNNDataset",
     "build_dat_cache",
     "build_dataset",
     "dataset_options",
+    "get_dataset_spec",
     "list_datasets",
     "make_fewshot_folds",
     "make_synthetic",

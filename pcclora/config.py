@@ -21,11 +21,14 @@ from typing import Any
 import yaml
 
 from backbones.errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_message
+from pcclora.peft import resolve_peft_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
 BASE_KEY = "_base_"
 PEFT_SECTION = "peft"
+#: Keys of the ``backbone:`` section that are not model sizes.
+BACKBONE_KEYS = ("name", "checkpoint", "num_classes")
 
 
 def available_configs() -> list[str]:
@@ -114,9 +117,16 @@ def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: st
 
 
 def _resolve_peft(block: Mapping[str, Any] | None) -> dict[str, Any]:
-    from pcclora.peft import resolve_peft_config  # the adapters own the peft block's schema
+    return dict(resolve_peft_config(block))  # the adapters own the peft block's schema
 
-    return dict(resolve_peft_config(block))
+
+def size_overrides(backbone_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The model sizes a ``backbone:`` section sets, as keyword options of ``create_backbone``.
+
+    Every key of the section other than :data:`BACKBONE_KEYS` is a size under the backbone's
+    official config name; ``None`` means the backbone's default and is left out.
+    """
+    return {key: value for key, value in backbone_cfg.items() if key not in BACKBONE_KEYS and value is not None}
 
 
 def _dotted_keys(config: Mapping[str, Any], prefix: str = "") -> list[str]:

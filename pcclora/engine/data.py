@@ -18,20 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from backbones.errors import ConfigError
+from datasets import DATASETS, build_dataset, get_dataset_spec, make_synthetic
 from pcclora.engine.distributed import DistributedContext
 
-# Where each dataset comes from, for the message when its folder is missing.
-DATASET_SOURCES = {
-    "scanobjectnn": (
-        "ScanObjectNN h5 files (main_split/, main_split_nobg/) from https://hkust-vgd.github.io/scanobjectnn/"
-    ),
-    "modelnet40": (
-        "modelnet40_normal_resampled/ (or the modelnet40_{train,test}_8192pts_fps.dat files) as linked "
-        "from the Point-BERT / Point-MAE DATASET.md"
-    ),
-    "modelnet40_fewshot": "ModelNetFewshot/ fold files as linked from the Point-BERT / Point-MAE DATASET.md",
-}
-SYNTHETIC_FORMAT = {"scanobjectnn": "scanobjectnn", "modelnet40": "modelnet40"}
 
 
 def derive_seed(*parts: int) -> int:
@@ -56,48 +45,29 @@ class RunData:
     class_names: list[str]
 
 
-def _dataset_options(dataset_cfg: dict[str, Any]) -> dict[str, Any]:
-    name = dataset_cfg["name"]
-    if name == "scanobjectnn":
-        return {"variant": dataset_cfg["variant"]}
-    if name == "modelnet40":
-        return {"source": dataset_cfg["source"], "use_normals": dataset_cfg["use_normals"]}
-    if name == "modelnet40_fewshot":
-        return {
-            "way": dataset_cfg["way"],
-            "shot": dataset_cfg["shot"],
-            "fold": dataset_cfg["fold"],
-            "use_normals": dataset_cfg["use_normals"],
-        }
-    raise ConfigError(
-        f"unknown dataset.name {name!r}; choose one of {', '.join(DATASET_SOURCES)}"
-    )
-
-
 def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Callable[[str], None] = print) -> None:
     """Write synthetic data in the official layout into ``root`` when it is missing and asked for."""
     synthetic = dataset_cfg["synthetic"]
     if not synthetic["enabled"] or root.exists():
         return
     name = dataset_cfg["name"]
-    if name not in SYNTHETIC_FORMAT:
-        raise ConfigError(f"dataset.synthetic is available for {', '.join(SYNTHETIC_FORMAT)}, not {name!r}")
-    from datasets.synthetic import make_synthetic
-
+    spec = get_dataset_spec(name)
+    if spec.synthetic_format is None:
+        writable = [other.name for other in DATASETS.values() if other.synthetic_format is not None]
+        raise ConfigError(f"dataset.synthetic is available for {', '.join(writable)}, not {name!r}")
     log(
         f"dataset: {root} does not exist; writing synthetic {name} data there "
         f"({synthetic['num_train']} train / {synthetic['num_test']} test, seed {synthetic['seed']}); "
         "it is reused on the next run"
     )
-    options = {"variants": [dataset_cfg["variant"]]} if name == "scanobjectnn" else {}
     make_synthetic(
-        SYNTHETIC_FORMAT[name],
+        spec.synthetic_format,
         root,
         num_train=synthetic["num_train"],
         num_test=synthetic["num_test"],
         seed=synthetic["seed"],
         num_points=synthetic["num_points"],
-        **options,
+        **spec.synthetic_options(dataset_cfg),
     )
 
 
@@ -111,14 +81,13 @@ def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = pri
         ConfigError: no root configured or the folder is missing (names the path and the source).
         DatasetError: from the loaders, for missing or malformed files.
     """
-    from datasets import build_dataset
-
     name = dataset_cfg["name"]
-    options = _dataset_options(dataset_cfg)
+    spec = get_dataset_spec(name)
+    options = spec.options_from_config(dataset_cfg)
     if dataset_cfg["root"] is None:
         raise ConfigError(
             f"no data folder for {name}: pass --data-root DIR (or set dataset.root); "
-            f"it should hold the {DATASET_SOURCES[name]}"
+            f"it should hold the {spec.source}"
         )
     root = Path(str(dataset_cfg["root"])).expanduser()  # str(): YAML reads a bare number as an int
     ensure_synthetic(dataset_cfg, root, log)

@@ -12,9 +12,9 @@ from torch import nn
 from backbones import create_backbone, load_checkpoint
 from backbones.errors import CheckpointError
 from pcclora.engine.data import derive_seed
+from pcclora.config import size_overrides
 from pcclora.peft import apply_peft
 
-SIZE_KEYS = ("trans_dim", "depth", "num_heads", "num_group", "group_size", "encoder_dims", "drop_path_rate", "mlp_ratio")
 # A separate random stream for the initial weights, so that the frozen weights of a backbone
 # built without a checkpoint (the demo) are identical when test.py or --resume rebuilds it.
 MODEL_INIT_STREAM = 1_000_003
@@ -23,11 +23,6 @@ CHECKPOINT_SOURCES = (
     "Point-MAE pretrain.pth: https://github.com/Pang-Yatian/Point-MAE (README, 'Pretrained Models'); "
     "Point-BERT.pth: https://github.com/Julie-tang00/Point-BERT (README)"
 )
-
-
-def size_overrides(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model sizes the config sets (None = the backbone's default)."""
-    return {key: backbone_cfg[key] for key in SIZE_KEYS if backbone_cfg[key] is not None}
 
 
 def backbone_checkpoint_path(path: str | None) -> Path | None:

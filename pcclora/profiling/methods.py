@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from backbones.errors import ConfigError
-from datasets.classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
+from datasets import get_dataset_spec
+from pcclora.config import size_overrides
 
 from .counting import count_compute
 from .latency import measure_latency
@@ -26,24 +27,17 @@ ADAPTER_GROUPS = ("bases", "coefficients", "lora")
 
 
 def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
-    """Classes of the configured dataset, known without reading its files."""
-    name = dataset_cfg["name"]
-    if name == "scanobjectnn":
-        return len(SCANOBJECTNN_CLASSES)
-    if name == "modelnet40":
-        return len(MODELNET40_CLASSES)
-    if name == "modelnet40_fewshot":
-        return int(dataset_cfg["way"])  # one class per way
-    raise ConfigError(
-        f"unknown dataset.name {name!r}; choose one of scanobjectnn, modelnet40, modelnet40_fewshot "
-        "(or set backbone.num_classes)"
-    )
+    """Classes of the configured dataset, known from its spec without reading its files.
+
+    Raises:
+        UnknownNameError: ``dataset.name`` is not a registered dataset.
+    """
+    return get_dataset_spec(dataset_cfg["name"]).num_classes(dataset_cfg)
 
 
 def build_backbone(config: dict[str, Any], seed: int = 0) -> nn.Module:
     """The config's backbone with random weights (no checkpoint is loaded: counts do not need one)."""
     import backbones
-    from pcclora.engine.model import size_overrides
 
     backbone_cfg = config["backbone"]
     num_classes = backbone_cfg["num_classes"] or dataset_num_classes(config["dataset"])
