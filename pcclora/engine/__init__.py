@@ -1,18 +1,25 @@
 """The fine-tuning engine: one module per job.
 
-- :mod:`~pcclora.engine.schedule` per-epoch cosine lr with warm-up (timm semantics)
-- :mod:`~pcclora.engine.optim` AdamW with the reference's weight-decay groups
-- :mod:`~pcclora.engine.data` datasets, loaders, per-epoch seeding
-- :mod:`~pcclora.engine.model` backbone + peft method, rebuilt reproducibly
+- :mod:`~pcclora.engine.runner` :func:`finetune` and :func:`evaluate_checkpoint`, the two jobs of the tools
 - :mod:`~pcclora.engine.trainer` one training epoch
 - :mod:`~pcclora.engine.evaluate` test accuracy, N-vote averaging
 - :mod:`~pcclora.engine.metrics` OA, mean class accuracy, confusion
-- :mod:`~pcclora.engine.checkpoint` atomic run checkpoints of trained tensors
-- :mod:`~pcclora.engine.run_folder`, :mod:`~pcclora.engine.plots` the run's files
+- :mod:`~pcclora.engine.data` datasets and loaders of a run (per-epoch order)
+- :mod:`~pcclora.engine.model` backbone + peft method, rebuilt reproducibly
+- :mod:`~pcclora.engine.optim` AdamW with the official recipe's weight-decay groups
+- :mod:`~pcclora.engine.schedule` per-epoch cosine lr with warm-up (timm semantics)
+- :mod:`~pcclora.engine.losses` cross-entropy with the official label smoothing
+- :mod:`~pcclora.engine.seeding` seeds, random streams, RNG state, deterministic kernels
+- :mod:`~pcclora.engine.checkpoint` run checkpoints (write, read, resume) and the merged export
+- :mod:`~pcclora.engine.run_folder` the run's files and the checks of the paths it writes
+- :mod:`~pcclora.engine.summary` best / last epoch summary
+- :mod:`~pcclora.engine.plots` curves and confusion matrix
 - :mod:`~pcclora.engine.distributed` DDP under torchrun
-- :mod:`~pcclora.engine.runner` :func:`finetune` and :func:`evaluate_checkpoint`
+
+Devices and bf16 autocast are shared with the profiler and the benchmark: :mod:`pcclora.device`.
 """
 
-from pcclora.engine.runner import evaluate_checkpoint, export_merged, finetune, load_run_for_resume
+from pcclora.engine.checkpoint import export_merged, load_run_for_resume
+from pcclora.engine.runner import evaluate_checkpoint, finetune
 
 __all__ = ["evaluate_checkpoint", "export_merged", "finetune", "load_run_for_resume"]

@@ -1,30 +1,33 @@
-"""Run checkpoints: only trained tensors plus the state needed to resume, written atomically.
+"""Run checkpoints and merged exports: written atomically, read back for --resume and test.py.
 
 A run checkpoint is ``torch.save`` of a dict::
 
-    {"format": "pcclora-run", "version": 1,
+    {"format": "pcclora-run",
      "adapter": pcclora.adapter_state_dict(model),   # adapters, head, trained extras, peft config
-     "optimizer": ..., "scheduler": {...}, "rng": {...},
+     "optimizer": ..., "rng": {...},
      "config": resolved config, "epoch": last finished epoch,
-     "metrics": {...}, "history": [per-epoch rows]}
+     "history": [per-epoch rows]}
 
 It never holds the frozen backbone: the model is rebuilt from the config (and its backbone
-checkpoint or seed) and the adapter tensors are loaded on top.
+checkpoint or seed) and the adapter tensors are loaded on top. The learning-rate schedule is a
+function of the config and the epoch, so it needs no state of its own.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
 from backbones.checkpoint import read_checkpoint
 from backbones.errors import CheckpointError
+from pcclora.config import config_from_dict
+from pcclora.engine.seeding import rng_state
+from pcclora.peft import adapter_state_dict, export_merged_state_dict
 
 RUN_CHECKPOINT_FORMAT = "pcclora-run"
 
@@ -47,27 +50,6 @@ def save_atomic(obj: Any, path: Path | str) -> Path:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
-
-
-def rng_state() -> dict[str, Any]:
-    """The state of every random generator a run uses (python, numpy, torch CPU and CUDA)."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Undo :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
@@ -103,3 +85,45 @@ def read_run_checkpoint(path: Path | str) -> dict[str, Any]:
             "pass a file from <run folder>/checkpoints/"
         )
     return checkpoint
+
+
+def run_checkpoint_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    epoch: int,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The dict :func:`save_atomic` writes as ``last.pth`` / ``best.pth`` after ``epoch``."""
+    return {
+        "format": RUN_CHECKPOINT_FORMAT,
+        "adapter": adapter_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "config": config,
+        "epoch": epoch,
+        "history": [dict(row) for row in history],
+    }
+
+
+def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved config of a run (with ``overrides`` applied) and its ``last.pth``.
+
+    Raises:
+        CheckpointError: the folder has no ``checkpoints/last.pth``.
+    """
+    path = Path(run_folder) / "checkpoints" / "last.pth"
+    if not path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {path} not found; --resume continues the run in --output DIR, which must be "
+            "the folder of an earlier run that finished at least one epoch"
+        )
+    checkpoint = read_run_checkpoint(path)
+    saved = checkpoint["config"]
+    config = config_from_dict(saved, overrides, name=saved.get("name", "config"))
+    return config, checkpoint
+
+
+def export_merged(model: nn.Module, path: Path | str) -> Path:
+    """Write ``{'base_model': merged state dict}`` (official fine-tuned layout) atomically."""
+    return save_atomic({"base_model": export_merged_state_dict(model)}, path)

@@ -7,7 +7,6 @@ whether the run went straight through or was resumed after epoch ``e - 1``.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +19,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from backbones.errors import ConfigError
 from datasets import DATASETS, build_dataset, get_dataset_spec, make_synthetic
 from pcclora.engine.distributed import DistributedContext
+from pcclora.engine.seeding import derive_seed
 
-
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 31-bit seed from integers (seed, epoch, rank, ...)."""
-    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1)[0] >> 1)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global generators (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass

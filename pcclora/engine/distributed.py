@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from backbones.errors import ConfigError
+from pcclora.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,6 @@ class DistributedContext:
     def is_main(self) -> bool:
         """Rank 0: the process that writes files and prints."""
         return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; otherwise the named device (checked)."""
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
 
 
 def init_distributed(device_name: str) -> DistributedContext:

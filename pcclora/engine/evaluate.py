@@ -9,7 +9,6 @@ argmax is the prediction. It is one run with one seed; the reference's ``--test`
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,15 +17,9 @@ from torch.utils.data import DataLoader
 
 from backbones.tokenizer import gather_points
 from datasets.transforms import fps_points_for, fps_subsample, scale_and_translate
+from pcclora.device import autocast
 from pcclora.engine.distributed import DistributedContext, all_gather_objects
 from pcclora.engine.metrics import Accuracy
-
-
-def autocast(device: torch.device, enabled: bool) -> Any:
-    """bf16 autocast on CUDA when enabled; nothing otherwise."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _gather_accuracy(

@@ -11,13 +11,10 @@ from torch import nn
 
 from backbones import create_backbone, load_checkpoint
 from backbones.errors import CheckpointError
-from pcclora.engine.data import derive_seed
+from pcclora.engine.seeding import MODEL_INIT_STREAM, derive_seed
 from pcclora.config import size_overrides
 from pcclora.peft import apply_peft
 
-# A separate random stream for the initial weights, so that the frozen weights of a backbone
-# built without a checkpoint (the demo) are identical when test.py or --resume rebuilds it.
-MODEL_INIT_STREAM = 1_000_003
 
 CHECKPOINT_SOURCES = (
     "Point-MAE pretrain.pth: https://github.com/Pang-Yatian/Point-MAE (README, 'Pretrained Models'); "

@@ -10,9 +10,11 @@ import csv
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from backbones.errors import ConfigError
 from pcclora.config import dump_config
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_sade", "train_acc", "test_oa", "test_macc", "epoch_seconds")
@@ -83,6 +85,38 @@ class RunFolder:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def default_output(config: Mapping[str, Any]) -> Path:
+    """``runs/<config name>/<UTC time>-seed<seed>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / config["name"] / f"{stamp}-seed{config['training']['seed']}"
+
+
+def check_folder_path(path: Path | str, option: str) -> None:
+    """Fail before any work when ``path`` cannot become a folder because a file is in the way.
+
+    Raises:
+        ConfigError: ``path`` or one of its parents is an existing file.
+    """
+    _check_no_file_in_the_way(Path(path), (Path(path), *Path(path).parents), option)
+
+
+def _check_no_file_in_the_way(path: Path, folders: Sequence[Path], option: str) -> None:
+    existing = next(folder for folder in folders if folder.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder; choose another path")
+
+
+def check_export_path(path: Path | str) -> None:
+    """Fail before any work when ``--export PATH`` cannot be written (a file there is replaced).
+
+    Raises:
+        ConfigError: ``path`` is a directory, or a file is in the way of its folder.
+    """
+    if Path(path).is_dir():
+        raise ConfigError(f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}")
+    _check_no_file_in_the_way(Path(path), Path(path).parents, "--export")
 
 
 def _rounded(value: Any) -> Any:

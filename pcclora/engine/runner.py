@@ -8,10 +8,8 @@ run checkpoint (or an official fine-tuned file) and reports its accuracy.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +17,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from backbones.errors import CheckpointError
-from pcclora.config import ConfigError, check_run_numbers, config_from_dict
+from backbones.errors import ConfigError, NonFiniteError
+from pcclora.config import check_run_numbers, config_from_dict
 from pcclora.engine.checkpoint import (
-    RUN_CHECKPOINT_FORMAT,
+    export_merged,
     is_run_checkpoint,
+    load_run_for_resume,
     read_checkpoint_file,
-    read_run_checkpoint,
-    restore_rng_state,
-    rng_state,
+    run_checkpoint_state,
     save_atomic,
 )
-from pcclora.engine.data import RunData, build_run_data, derive_seed, seed_everything, test_loader, train_loader
+from pcclora.engine.data import RunData, build_run_data, test_loader, train_loader
 from pcclora.engine.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -43,31 +40,26 @@ from pcclora.engine.metrics import Accuracy
 from pcclora.engine.model import backbone_checkpoint_path, build_model, describe_trainable, load_official_model, unwrap
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_confusion, plot_curves
-from pcclora.engine.run_folder import RunFolder
+from pcclora.engine.run_folder import RunFolder, check_export_path, check_folder_path, default_output
 from pcclora.engine.schedule import build_schedule
-from pcclora.engine.trainer import NonFiniteError, train_one_epoch
-from pcclora.peft import adapter_state_dict, count_parameters, export_merged_state_dict, load_adapter_state_dict
+from pcclora.engine.seeding import (
+    AUGMENT_STREAM,
+    VOTE_STREAM,
+    derive_seed,
+    restore_rng_state,
+    seed_everything,
+    use_deterministic_algorithms,
+)
+from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
+from pcclora.engine.trainer import train_one_epoch
+from pcclora.peft import count_parameters, load_adapter_state_dict
 from pcclora.profiler import profile
 
-# Separate random streams of a run, so that adding one (e.g. voting) never shifts another.
-AUGMENT_STREAM = 2
-VOTE_STREAM = 3
-
-
-def default_output(config: dict[str, Any]) -> Path:
-    """``runs/<config name>/<UTC time>-seed<seed>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / config["name"] / f"{stamp}-seed{config['training']['seed']}"
-
-
-def configure_determinism(config: dict[str, Any], context: DistributedContext, log: Callable[[str], None]) -> None:
+def _configure_device(config: dict[str, Any], context: DistributedContext, log: Callable[[str], None]) -> None:
     """Deterministic kernels when asked (undone by :func:`finetune` at the end); AMP only on CUDA."""
     training = config["training"]
     if training["deterministic"]:
-        if context.device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True)
+        use_deterministic_algorithms(context.device)
     if training["amp"] and context.device.type != "cuda":
         log("note: training.amp (bf16 autocast) is CUDA only; running in fp32 on the CPU")
         training["amp"] = False
@@ -93,11 +85,6 @@ def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context:
     return counts
 
 
-def best_epoch_row(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The history row with the highest test OA (the earliest epoch among equals)."""
-    return max(history, key=lambda row: (row["test_oa"], -row["epoch"]))
-
-
 def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
     """A tqdm bar on the main process' console (silent when stderr is not a terminal)."""
     bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True)
@@ -109,70 +96,6 @@ def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
             bar.close()
 
     return update
-
-
-def _summary(
-    config: dict[str, Any],
-    history: list[dict[str, Any]],
-    num_classes: int,
-    counts: dict[str, Any],
-    status: str,
-    run: RunFolder,
-    vote: Accuracy | None,
-    wall_seconds: float,
-) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "config": config["name"],
-        "method": config["peft"]["method"],
-        "backbone": config["backbone"]["name"],
-        "backbone_checkpoint": config["backbone"]["checkpoint"],
-        "dataset": config["dataset"]["name"],
-        "seed": config["training"]["seed"],
-        "status": status,
-        "num_classes": num_classes,
-        "epochs_run": len(history),
-        "params_total": counts["total"],
-        "params_trainable": counts["trainable"],
-        "param_groups": dict(counts["groups"]),
-        "wall_seconds": round(wall_seconds, 1),
-        "run_folder": str(run.root),
-    }
-    if history:
-        best = best_epoch_row(history)
-        last = history[-1]
-        summary.update(
-            best_epoch=best["epoch"],
-            best_oa=best["test_oa"],
-            best_macc=best["test_macc"],
-            last_epoch=last["epoch"],
-            last_oa=last["test_oa"],
-            last_macc=last["test_macc"],
-        )
-    if vote is not None:
-        summary.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=config["training"]["vote"])
-    return summary
-
-
-def _checkpoint(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: Any,
-    config: dict[str, Any],
-    epoch: int,
-    history: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "format": RUN_CHECKPOINT_FORMAT,
-        "version": 1,
-        "adapter": adapter_state_dict(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": {**schedule.state_dict(), "last_epoch": epoch},
-        "rng": rng_state(),
-        "config": config,
-        "epoch": epoch,
-        "metrics": dict(history[-1]),
-        "history": [dict(row) for row in history],
-    }
 
 
 def finetune(
@@ -229,7 +152,7 @@ def _finetune(
     if output is not None:
         check_folder_path(output, "--output")
     backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
-    configure_determinism(config, context, log_early)
+    _configure_device(config, context, log_early)
     data = build_run_data(config["dataset"], log_early)
     log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
     model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
@@ -291,7 +214,7 @@ def _finetune(
             improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
             history.append(row)
             if context.is_main:
-                state = _checkpoint(core, optimizer, schedule, config, epoch, history)
+                state = run_checkpoint_state(core, optimizer, config, epoch, history)
                 save_atomic(state, run.last_checkpoint)
                 if improved:
                     save_atomic(state, run.best_checkpoint)
@@ -347,70 +270,17 @@ def _finish(
     started: float,
 ) -> dict[str, Any]:
     """Write summary.json and confusion.png, print the final summary; return the summary."""
-    summary = _summary(config, history, num_classes, counts, status, run, vote, time.perf_counter() - started)
+    summary = build_summary(
+        config, history, num_classes, counts, status, str(run.root), vote, time.perf_counter() - started
+    )
     run.write_summary(summary)
     if run.active and last_accuracy is not None:
         names = list(data.class_names) + [f"class {index}" for index in range(len(data.class_names), num_classes)]
         plot_confusion(last_accuracy.confusion, names[:num_classes], run.root / "confusion.png", f"test, epoch {history[-1]['epoch']}")
     if history:
-        run.log(
-            f"summary ({status}): best OA {summary['best_oa']:.2f} (mAcc {summary['best_macc']:.2f}) at epoch "
-            f"{summary['best_epoch']}; last OA {summary['last_oa']:.2f} (mAcc {summary['last_macc']:.2f}) at epoch "
-            f"{summary['last_epoch']}" + (f"; vote OA {summary['vote_oa']:.2f}" if "vote_oa" in summary else "")
-            + f"; {summary['wall_seconds']:.0f}s; files in {run.root}"
-            + ("" if config["backbone"]["checkpoint"] else " [backbone from RANDOM weights, no pre-trained checkpoint]")
-        )
+        run.log(summary_line(summary, random_backbone=not config["backbone"]["checkpoint"]))
     run.close()
     return summary
-
-
-def check_folder_path(path: Path | str, option: str) -> None:
-    """Fail before any work when ``path`` cannot become a folder because a file is in the way.
-
-    Raises:
-        ConfigError: ``path`` or one of its parents is an existing file.
-    """
-    _check_no_file_in_the_way(Path(path), (Path(path), *Path(path).parents), option)
-
-
-def _check_no_file_in_the_way(path: Path, folders: Sequence[Path], option: str) -> None:
-    existing = next(folder for folder in folders if folder.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder; choose another path")
-
-
-def check_export_path(path: Path | str) -> None:
-    """Fail before any work when ``--export PATH`` cannot be written (a file there is replaced).
-
-    Raises:
-        ConfigError: ``path`` is a directory, or a file is in the way of its folder.
-    """
-    if Path(path).is_dir():
-        raise ConfigError(f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}")
-    _check_no_file_in_the_way(Path(path), Path(path).parents, "--export")
-
-
-def export_merged(model: nn.Module, path: Path | str) -> Path:
-    """Write ``{'base_model': merged state dict}`` (official fine-tuned layout) atomically."""
-    return save_atomic({"base_model": export_merged_state_dict(model)}, path)
-
-
-def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The saved config of a run (with ``overrides`` applied) and its ``last.pth``.
-
-    Raises:
-        CheckpointError: the folder has no ``checkpoints/last.pth``.
-    """
-    path = Path(run_folder) / "checkpoints" / "last.pth"
-    if not path.is_file():
-        raise CheckpointError(
-            f"cannot resume: {path} not found. --resume continues the run in --output DIR, which must be "
-            "the folder of an earlier run that finished at least one epoch"
-        )
-    checkpoint = read_run_checkpoint(path)
-    saved = checkpoint["config"]
-    config = config_from_dict(saved, overrides, name=saved.get("name", "config"))
-    return config, checkpoint
 
 
 def evaluate_checkpoint(

@@ -13,7 +13,7 @@ from backbones.errors import NonFiniteError
 from backbones.errors import NonFiniteError as NonFiniteLossError  # the name this module used to define
 from datasets.transforms import fps_points_for, fps_resample, rotate_y, scale_and_translate
 from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
-from pcclora.engine.evaluate import autocast
+from pcclora.device import autocast
 from pcclora.engine.losses import classification_loss
 from pcclora.peft import sade_loss
 
