@@ -1,75 +1,12 @@
 #!/usr/bin/env python3
-"""Fine-tune a pre-trained point-cloud transformer with CLoRA (or LoRA, CLoRA#, full, linear).
+"""``python tools/finetune.py`` from a checkout = the ``pcclora-finetune`` command (pcclora/cli/finetune.py)."""
 
-Examples:
-    python tools/finetune.py --cfg demo.yaml
-    python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --data-root data/ScanObjectNN
-    python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --set peft.method=lora peft.rank=16
-    python tools/finetune.py --output runs/scanobjectnn_hardest/RUN --resume
-    torchrun --standalone --nproc_per_node=4 tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth
+import sys
+from pathlib import Path
 
-The run folder (--output, default runs/<config>/<time>-seed<seed>) receives config.yaml, log.txt,
-metrics.csv, summary.json, curves.png, confusion.png and checkpoints/{last,best}.pth.
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
-from __future__ import annotations
-
-import argparse
-from collections.abc import Sequence
-
-from _common import INTERRUPTED_EXIT, add_config_arguments, run_tool
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, cfg_required=False)
-    parser.add_argument("--ckpt", help="pre-trained backbone checkpoint (overrides backbone.checkpoint)")
-    parser.add_argument("--output", help="run folder (default runs/<config>/<UTC time>-seed<seed>)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --output from its checkpoints/last.pth with its saved config (--set still applies, "
-        "e.g. training.max_epoch to extend it)",
-    )
-    parser.add_argument(
-        "--export",
-        nargs="?",
-        const="",
-        metavar="PATH",
-        help="at the end, write the merged model as {'base_model': state_dict} (official fine-tuned layout); "
-        "default PATH <run folder>/model_merged.pth",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from pcclora.config import ConfigError, load_config
-    from pcclora.engine import finetune, load_run_for_resume
-
-    resume = None
-    if args.resume:
-        if args.output is None:
-            raise ConfigError("--resume needs --output RUN_FOLDER, the folder of the run to continue")
-        config, resume = load_run_for_resume(args.output, args.overrides)
-        if args.cfg is not None:
-            print(f"note: --resume uses the run's saved config; --cfg {args.cfg} is ignored")
-    elif args.cfg is None:
-        raise ConfigError("--cfg is required (e.g. --cfg demo.yaml or --cfg scanobjectnn_hardest.yaml)")
-    else:
-        config = load_config(args.cfg, args.overrides)
-    if args.ckpt is not None:
-        config["backbone"]["checkpoint"] = args.ckpt
-    if args.data_root is not None:
-        config["dataset"]["root"] = args.data_root
-    if args.seed is not None:
-        config["training"]["seed"] = args.seed
-    if args.device is not None:
-        config["training"]["device"] = args.device
-    summary = finetune(config, output=args.output, resume=resume, export=args.export)
-    return INTERRUPTED_EXIT if summary["status"] == "interrupted" else 0
-
+from pcclora.cli.finetune import main, run_tool  # noqa: E402
 
 if __name__ == "__main__":
     run_tool(main)

@@ -1,4 +1,4 @@
-"""Shared pieces of the command-line tools: import path, config arguments, error reporting.
+"""Shared pieces of the command-line tools: config arguments, error reporting, exit codes.
 
 Every tool is thin: it parses its arguments, calls the library, and turns an expected user
 mistake (:class:`backbones.errors.ToolkitError`) into one line on stderr and exit code 2.
@@ -10,13 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # lets `python tools/x.py` work from a checkout without installing
-    sys.path.insert(0, str(REPO_ROOT))
-
-from backbones.errors import ToolkitError  # noqa: E402
+from backbones.errors import ToolkitError
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
@@ -43,7 +38,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cfg_required: bool = T
 
 
 def run_tool(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
-    """Run ``main`` and exit with its code; a ToolkitError becomes ``error: <message>`` and exit 2."""
+    """Run ``main`` and exit with its code; a ToolkitError becomes ``error: <message>`` and exit 2.
+
+    Ctrl-C that ``main`` does not handle itself exits with 130 after one line.
+    """
     try:
         code = main(argv)
     except ToolkitError as error:
