@@ -1,4 +1,4 @@
-"""Reading checkpoints of every published layout into the backbones (REFERENCE.md §2).
+"""Reading checkpoints of every published layout into the backbones (docs/formats.md).
 
 All key remapping lives in :func:`checkpoint_filter_fn`. Layouts it recognises:
 
@@ -246,7 +246,7 @@ def load_checkpoint(
 
     Args:
         model: a backbone from :func:`backbones.create_backbone` (or any module whose key names
-            follow REFERENCE.md §1).
+            follow the official models, docs/formats.md).
         source: a file path, or a dict already read with ``torch.load``.
         strict: require that the checkpoint covers every model key and has no extra keys.
             ``None`` (default): strict for fine-tuned / plain layouts, non-strict for

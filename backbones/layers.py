@@ -1,6 +1,6 @@
 """Plain pre-norm transformer blocks shared by Point-MAE and Point-BERT.
 
-Module and attribute names follow the official models (REFERENCE.md §1) so that their state
+Module and attribute names follow the official models (docs/formats.md) so that their state
 dicts load strictly: ``Attention.qkv`` / ``Attention.proj``, ``Mlp.fc1`` / ``Mlp.fc2``,
 ``Block.norm1`` / ``attn`` / ``norm2`` / ``mlp``, ``TransformerEncoder.blocks``.
 The official models use no dropout inside the transformer (rates 0), so there is none here.

@@ -1,4 +1,4 @@
-"""Mini-PointNet that turns each point patch into one token (REFERENCE.md §1).
+"""Mini-PointNet that turns each point patch into one token (docs/formats.md).
 
 Layer indices match the official ``Encoder`` so state dicts load strictly:
 ``first_conv.{0,1,3}`` and ``second_conv.{0,1,3}`` (Conv1d, BatchNorm1d, ReLU, Conv1d).

@@ -1,6 +1,6 @@
 """The plain point-patch transformer classifier that Point-MAE and Point-BERT share.
 
-Pipeline (REFERENCE.md §1), for a cloud (B, N, 3):
+Pipeline (docs/formats.md), for a cloud (B, N, 3):
 
 1. ``group_divider``: FPS picks G centres, kNN takes k points around each → neighborhood
    (B, G, k, 3) relative to the centres, centres (B, G, 3).

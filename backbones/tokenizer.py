@@ -1,6 +1,6 @@
 """Point tokenizer: farthest point sampling (FPS) of patch centres and kNN grouping.
 
-Semantics (REFERENCE.md §3): the first centre is point index 0; each next centre is the point
+Semantics (docs/formats.md, "Tokenizer"): the first centre is point index 0; each next centre is the point
 with the largest squared distance to the already chosen set, the first index on ties.  Each
 centre's neighbourhood is its ``k`` nearest points by exact Euclidean distance (the centre is
 among them), sorted by distance, then expressed relative to the centre.
@@ -10,7 +10,7 @@ Backends behind one interface:
 - ``"torch"``: plain PyTorch, CPU and CUDA, nothing to compile (the default).
 - ``"pytorch3d"``: ``pytorch3d.ops`` when it is importable (optional).
 - ``"auto"``: ``"torch"``; set ``PCCLORA_TOKENIZER_BACKEND=pytorch3d`` to prefer pytorch3d.
-  The torch path is the default because it is at least as fast on CPU (REFERENCE.md §3).
+  The torch path is the default because it is at least as fast on CPU (see the README's tokenizer figures).
 
 The torch backend keeps the coordinates as (B, 3, N) so every per-centre step works on contiguous
 rows, and ``group_points`` reuses the distance rows FPS computes as the kNN distances (one distance

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Label order of the ScanObjectNN h5 files (REFERENCE.md §5).
+# Label order of the ScanObjectNN h5 files (docs/formats.md).
 SCANOBJECTNN_CLASSES: tuple[str, ...] = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
     "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet",

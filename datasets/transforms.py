@@ -1,4 +1,4 @@
-"""Batch augmentations and FPS re-sampling for point clouds (REFERENCE.md §3-§4).
+"""Batch augmentations and FPS re-sampling for point clouds (docs/formats.md).
 
 Every function takes a batch ``(B, N, C)`` with xyz in the first three channels (C = 3, or 6
 with normals), returns a new tensor on the input's device and dtype, and draws its random
@@ -15,7 +15,7 @@ import torch
 from backbones.errors import InputShapeError
 from backbones.tokenizer import farthest_point_sample, gather_points
 
-# The official fine-tuning runner's FPS pool for each npoints (REFERENCE.md §3).
+# The official fine-tuning runner's FPS pool for each npoints (docs/formats.md).
 _FPS_POINTS = {1024: 1200, 2048: 2400, 4096: 4800, 8192: 8192}
 
 

@@ -1,4 +1,4 @@
-"""State dicts with the official Point-MAE / Point-BERT key names and shapes (REFERENCE.md §1-§2).
+"""State dicts with the official Point-MAE / Point-BERT key names and shapes (docs/formats.md).
 
 Written out from the published model definitions, independently of ``backbones``, so that the
 tests check our module tree against the official one rather than against itself.

@@ -1,7 +1,7 @@
 """Tiny models for the adapter tests: a Point-MAE-like point ViT and a plain image ViT.
 
 Both are written here so that the adapter code is tested without the backbone zoo.  The point
-ViT uses the module names of REFERENCE.md §1 (``blocks.blocks[i].attn.qkv`` …, ``cls_token``,
+ViT uses the module names of the official models (docs/formats.md) (``blocks.blocks[i].attn.qkv`` …, ``cls_token``,
 ``cls_pos``, ``cls_head_finetune``) and has BatchNorm in its encoder and head; the image ViT
 uses timm-like names (``blocks[i]``, ``pos_embed``, ``head``) and no ``head_module_names``.
 """

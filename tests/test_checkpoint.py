@@ -1,4 +1,4 @@
-"""Checkpoint loading for every published layout (REFERENCE.md §2) and its error messages."""
+"""Checkpoint loading for every published layout (docs/formats.md) and its error messages."""
 
 from __future__ import annotations
 

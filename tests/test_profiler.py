@@ -16,7 +16,7 @@ TINY_POINTS = 128
 
 
 # --------------------------------------------------------------------------------------------
-# hand formulas, written from the layer shapes of REFERENCE.md §1
+# hand formulas, written from the layer shapes of the official models (docs/formats.md)
 # --------------------------------------------------------------------------------------------
 
 def expected_conv_linear_macs(*, num_group, group_size, trans_dim, depth, encoder_dims, num_classes,

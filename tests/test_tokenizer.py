@@ -1,4 +1,4 @@
-"""FPS + kNN tokenizer against the loop references (REFERENCE.md §3)."""
+"""FPS + kNN tokenizer against the loop references (docs/formats.md)."""
 
 from __future__ import annotations
 

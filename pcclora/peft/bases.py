@@ -1,6 +1,6 @@
 """The owner of CLoRA's shared base spaces: one :class:`BaseSpaceFamily` per layer shape.
 
-Every adapted layer of shape (d_in, d_out) draws on the same p pairs of bases (REFERENCE.md §6).
+Every adapted layer of shape (d_in, d_out) draws on the same p pairs of bases (docs/method.md).
 They live in exactly one place, ``model.clora_bases`` (a :class:`CLoRABaseBank`), so that they
 appear once in ``state_dict`` and once in the optimizer; the wrapped layers only hold a plain
 (unregistered) reference to their family.
