@@ -8,8 +8,7 @@ from torch import nn
 
 import backbones
 from backbones.tokenizer import Group
-from pcclora.profiler import compute_figures, measure_latency
-from pcclora.profiling import count_compute, tokenizer_flops_estimate
+from pcclora.profiling import compute_figures, count_compute, measure_latency, tokenizer_flops_estimate
 
 TINY = dict(trans_dim=32, depth=2, num_heads=4, num_group=16, group_size=8, encoder_dims=32)
 TINY_POINTS = 128

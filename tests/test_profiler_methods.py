@@ -13,8 +13,7 @@ import torch
 
 import backbones
 import pcclora
-from pcclora.profiler import profile
-from pcclora.profiling import count_compute
+from pcclora.profiling import count_compute, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "profile_flops.py"

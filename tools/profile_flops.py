@@ -21,8 +21,18 @@ from collections.abc import Sequence
 
 from _common import run_tool
 
+from backbones.errors import ConfigError
+from pcclora.config import load_config
 from pcclora.peft import PEFT_METHODS
-from pcclora.profiling.methods import COMPUTE_KEYS
+from pcclora.profiling import report
+from pcclora.profiling.methods import (
+    COMPUTE_KEYS,
+    build_backbone,
+    latency_rows,
+    profile_method,
+    resolve_device,
+    tokenizer_estimate_for,
+)
 
 DEFAULT_METHODS = ("full", "linear", "lora", "clora", "clora_shared")
 JSON_KEYS = ("method", "params_total", "params_trainable", *COMPUTE_KEYS, "merged")
@@ -54,13 +64,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def report_text(args: argparse.Namespace) -> str:
     """The table (or the JSON list) for the parsed arguments."""
-    from pcclora.config import load_config
-    from pcclora.profiling import report
-    from backbones.errors import ConfigError
-    from pcclora.profiling.methods import (
-        build_backbone, latency_rows, profile_method, resolve_device, tokenizer_estimate_for,
-    )
-
     if args.warmup < 0 or args.repeats < 1 or any(b < 1 for b in args.batch_sizes):
         raise ConfigError(
             f"need --warmup >= 0, --repeats >= 1 and batch sizes >= 1, got --warmup {args.warmup} "

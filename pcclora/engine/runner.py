@@ -47,7 +47,7 @@ from pcclora.engine.run_folder import RunFolder
 from pcclora.engine.schedule import build_schedule
 from pcclora.engine.trainer import NonFiniteError, train_one_epoch
 from pcclora.peft import adapter_state_dict, count_parameters, export_merged_state_dict, load_adapter_state_dict
-from pcclora.profiler import profile
+from pcclora.profiling import profile
 
 # Separate random streams of a run, so that adding one (e.g. voting) never shifts another.
 AUGMENT_STREAM = 2

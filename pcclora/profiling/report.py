@@ -57,7 +57,7 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str
     table = _render(rows, separators)
     if published:
         table += (
-            "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (REFERENCE.md §7); "
+            "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (docs/published.md); "
             "their \"GFLOPs\" are conv+linear MACs"
         )
     return table
