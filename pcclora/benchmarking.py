@@ -14,8 +14,8 @@ What :func:`run_benchmark` measures (``tools/benchmark.py`` is its command line)
   adapters and CLoRA after ``merge_adapters``, round-robin as well.
 - ``tokenizer``: FPS + kNN grouping per available backend.
 - ``sade``: the SADE regulariser through r×r Gram matrices (``pcclora.sade_loss``) against the
-  dense O(p²·d³) form of DESIGN.md, written here from the same D, Q, U: FLOPs (counted with
-  ``FlopCounterMode`` and analytically), time and value.
+  dense O(p²·d³) reference from the same D, Q, U (``pcclora.peft.sade.sade_loss_dense``): FLOPs
+  (counted with ``FlopCounterMode`` and analytically), time and value.
 
 :func:`evaluate_targets` turns the figures into the targets of issue 7 (met / missed / n/a) and
 :func:`format_report` prints everything as tables.  Timings are never asserted anywhere.
@@ -48,8 +48,8 @@ from backbones.tokenizer import BACKENDS, available_backends, group_points
 from pcclora.peft import apply_peft, merge_adapters, resolve_peft_config, sade_loss
 from pcclora.peft.bases import CLoRABaseBank
 from pcclora.peft.config import BASE_SPACE_METHODS
-from pcclora.peft.layers import AdapterLinear, CLoRALinear
-from pcclora.peft.sade import SADE_EPS
+from pcclora.peft.layers import AdapterLinear
+from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 
 #: Method names of the benchmark and the ``peft:`` block each one trains with.
 METHOD_CONFIGS: dict[str, dict[str, Any]] = {
@@ -390,64 +390,6 @@ def bench_tokenizer(settings: BenchmarkSettings) -> dict[str, Any]:
     return result
 
 
-def clora_factors(model: nn.Module) -> list[dict[str, torch.Tensor]]:
-    """D, U and every adapted layer's coefficients, family by family.
-
-    Returns:
-        one dict per shape family: ``down`` (p, d_in, r), ``up`` (p, r, d_out) and
-        ``coefficients`` (m, p, r, r) with Q_h^j = ``coefficients[j, h]`` (a fused qkv gives three j).
-    """
-    families: dict[int, dict[str, Any]] = {}
-    for module in model.modules():
-        if isinstance(module, CLoRALinear):
-            entry = families.setdefault(id(module.family), {"family": module.family, "coefficients": []})
-            entry["coefficients"].append(module.layer_coefficients())
-    return [
-        {
-            "down": entry["family"].down_bases(),
-            "up": entry["family"].up_bases(),
-            "coefficients": torch.cat(entry["coefficients"]),
-        }
-        for entry in families.values()
-    ]
-
-
-def dense_sade(model: nn.Module, eps: float) -> torch.Tensor:
-    """SADE of DESIGN.md from the dense branch matrices B_h = D_h Q_h^j U_h (d_in × d_out).
-
-    The reference the Gram-matrix form must equal: for every layer j and pair h < k,
-    sim = ‖B_hᵀB_k‖²_F / (‖B_hᵀB_h‖_F · ‖B_kᵀB_k‖_F + eps); mean over pairs, then over layers.
-    Costs O(m·p²·d_in·d_out²) — the cost the Gram form avoids.
-    """
-    per_layer = []
-    for family in clora_factors(model):
-        down, up, coefficients = family["down"], family["up"], family["coefficients"]
-        num_bases = down.shape[0]
-        for layer_coefficients in coefficients:
-            branches = [down[h] @ layer_coefficients[h] @ up[h] for h in range(num_bases)]
-            self_norms = [torch.linalg.matrix_norm(b.T @ b) for b in branches]
-            pairs = [
-                torch.linalg.matrix_norm(branches[h].T @ branches[k]).square()
-                / (self_norms[h] * self_norms[k] + eps)
-                for h in range(num_bases) for k in range(h + 1, num_bases)
-            ]
-            per_layer.append(torch.stack(pairs).mean())
-    return torch.stack(per_layer).mean()
-
-
-def dense_sade_macs(model: nn.Module) -> int:
-    """Multiply-adds of :func:`dense_sade` counted analytically (matrix products only)."""
-    total = 0
-    for family in clora_factors(model):
-        num_bases, d_in, rank = family["down"].shape
-        d_out = family["up"].shape[-1]
-        layers = family["coefficients"].shape[0]
-        build = num_bases * (d_in * rank * rank + d_in * rank * d_out)
-        grams = (num_bases + num_bases * (num_bases - 1) // 2) * d_out * d_in * d_out
-        total += layers * (build + grams)
-    return total
-
-
 def _count_flops(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -455,18 +397,16 @@ def _count_flops(fn: Callable[[], Any]) -> int:
 
 
 def bench_sade(settings: BenchmarkSettings) -> dict[str, Any]:
-    """SADE through Gram matrices (``pcclora.sade_loss``) versus :func:`dense_sade`."""
+    """SADE through Gram matrices (``pcclora.sade_loss``) versus the dense reference ``sade_loss_dense``."""
     model, _ = build_model(settings, "clora")
     randomize_adapters(model, settings.seed)
-    eps = SADE_EPS
-
     gram_value = sade_loss(model).item()
     with torch.no_grad():
-        dense_value = dense_sade(model, eps)
+        dense_value = sade_loss_dense(model)
     model64 = copy.deepcopy(model).double()
     with torch.no_grad():
         gram64 = float(sade_loss(model64))
-        dense64 = float(dense_sade(model64, eps))
+        dense64 = float(sade_loss_dense(model64))
 
     def gram_forward_backward() -> None:
         sade_loss(model).backward()
@@ -480,10 +420,10 @@ def bench_sade(settings: BenchmarkSettings) -> dict[str, Any]:
     times = interleaved_times(gram_calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
     with torch.no_grad():
         dense_times = interleaved_times(
-            {"dense_forward": lambda: dense_sade(model, eps)}, warmup=0, repeats=1, device=settings.device
+            {"dense_forward": lambda: sade_loss_dense(model)}, warmup=0, repeats=1, device=settings.device
         )
         gram_flops = _count_flops(lambda: sade_loss(model))
-        dense_flops = _count_flops(lambda: dense_sade(model, eps))
+        dense_flops = _count_flops(lambda: sade_loss_dense(model))
     return {
         "value_gram": gram_value,
         "value_dense": float(dense_value),
@@ -493,7 +433,7 @@ def bench_sade(settings: BenchmarkSettings) -> dict[str, Any]:
         "rel_diff_float64": _rel_diff(gram64, dense64),
         "flops_gram": gram_flops,
         "flops_dense": dense_flops,
-        "flops_dense_analytic": 2 * dense_sade_macs(model),
+        "flops_dense_analytic": 2 * sade_loss_dense_macs(model),
         "gram_forward": _timing(times["gram_forward"]),
         "gram_forward_backward": _timing(times["gram_forward_backward"]),
         "dense_forward": _timing(dense_times["dense_forward"]),

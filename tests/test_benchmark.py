@@ -21,11 +21,10 @@ from pcclora.benchmarking import (
     METHODS,
     BenchmarkSettings,
     build_model,
-    dense_sade,
-    dense_sade_macs,
     evaluate_targets,
     randomize_adapters,
 )
+from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"trans_dim": 32, "depth": 2, "num_heads": 2, "num_group": 16, "group_size": 8, "encoder_dims": 32}
@@ -99,8 +98,8 @@ def test_dense_sade_flops_match_the_analytic_count():
     model, _ = build_model(settings, "clora")
     randomize_adapters(model, seed=0)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        dense_sade(model, eps=1e-8)
-    assert counter.get_total_flops() == 2 * dense_sade_macs(model)
+        sade_loss_dense(model, eps=1e-8)
+    assert counter.get_total_flops() == 2 * sade_loss_dense_macs(model)
 
 
 def test_targets_are_met_missed_or_not_measured():
