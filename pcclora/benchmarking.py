@@ -50,6 +50,7 @@ from pcclora.peft.bases import CLoRABaseBank
 from pcclora.peft.config import BASE_SPACE_METHODS
 from pcclora.peft.layers import AdapterLinear
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
+from pcclora.tables import render_table
 
 #: Method names of the benchmark and the ``peft:`` block each one trains with.
 METHOD_CONFIGS: dict[str, dict[str, Any]] = {
@@ -693,13 +694,6 @@ def _fmt_ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.1f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def format_report(results: Mapping[str, Any]) -> str:
     """Human-readable tables of everything :func:`run_benchmark` measured."""
     s = results["settings"]
@@ -740,7 +734,7 @@ def format_report(results: Mapping[str, Any]) -> str:
                 "-" if not lean else ("on" if lean["patch_embedding_grad_enabled"] else "off"),
             ])
         kind = next((v["kind"] for v in (memory or {}).values() if isinstance(v, Mapping)), "-")
-        parts += ["", f"Training step (memory: {kind}, fresh process per method)", _table(
+        parts += ["", f"Training step (memory: {kind}, fresh process per method)", render_table(
             ["method", "trainable", "step ms", "x full", "peak MiB", "x full", "above build MiB", "absolute MiB", "glibc default MiB",
              "saved act MiB", "optim state", "embed grad"], rows)]
         parts.append("peak MiB = peak above the imported runtime (weights + grads + optimizer + activations); "
@@ -755,13 +749,13 @@ def format_report(results: Mapping[str, Any]) -> str:
                 for name in ("plain", "clora_unmerged", "clora_merged")]
         count = len(infer["plain"]["runs_s"])
         parts += ["", f"Inference forward (eval, no grad, tokenizer included; median of {count})",
-                  _table(["model", "latency ms", "x plain"], rows),
+                  render_table(["model", "latency ms", "x plain"], rows),
                   f"merged vs un-merged max |logit diff|: {infer['merged_vs_unmerged_max_abs_logit_diff']:.2e}"]
     tok = results.get("tokenizer")
     if tok:
         rows = [[b, _fmt_ms(v["median_s"]) if v["available"] else "not importable"]
                 for b, v in tok.items() if isinstance(v, Mapping)]
-        parts += ["", "Tokenizer (FPS + kNN grouping)", _table(["backend", "time ms"], rows)]
+        parts += ["", "Tokenizer (FPS + kNN grouping)", render_table(["backend", "time ms"], rows)]
     sade = results.get("sade")
     if sade:
         rows = [
@@ -771,10 +765,10 @@ def format_report(results: Mapping[str, Any]) -> str:
              "-", f"{sade['value_dense']:.9g}"],
         ]
         parts += ["", "SADE regulariser at the default shapes (random adapters)",
-                  _table(["form", "FLOPs (fwd)", "fwd ms", "fwd+bwd ms", "value"], rows),
+                  render_table(["form", "FLOPs (fwd)", "fwd ms", "fwd+bwd ms", "value"], rows),
                   f"dense FLOPs analytic {sade['flops_dense_analytic']:,}; relative difference float32 "
                   f"{sade['rel_diff_float32']:.1e}, float64 {sade['rel_diff_float64']:.1e}"]
     rows = [[t["target"], "-" if t["measured"] is None else f"{t['measured']:.4g}", t["status"]]
             for t in results["targets"]]
-    parts += ["", "Targets", _table(["target", "measured", "status"], rows)]
+    parts += ["", "Targets", render_table(["target", "measured", "status"], rows)]
     return "\n".join(parts)
