@@ -50,6 +50,7 @@ from pcclora.peft.bases import CLoRABaseBank
 from pcclora.peft.config import BASE_SPACE_METHODS
 from pcclora.peft.layers import AdapterLinear
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
+from pcclora.profiling.latency import forward_times, round_robin_times
 from pcclora.tables import render_table
 
 #: Method names of the benchmark and the ``peft:`` block each one trains with.
@@ -142,12 +143,6 @@ class BenchmarkSettings:
 # building blocks
 # ----------------------------------------------------------------------------------------------
 
-def synchronize(device: str) -> None:
-    """Wait for queued CUDA work so that wall-clock time covers it (no-op on CPU)."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def synthetic_batch(settings: BenchmarkSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Random clouds in the unit cube and labels: points (B, N, 3) float32, labels (B,) long."""
     generator = torch.Generator().manual_seed(settings.seed)
@@ -211,22 +206,6 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
-
-
-def interleaved_times(
-    calls: Mapping[str, Callable[[], Any]], *, warmup: int, repeats: int, device: str
-) -> dict[str, list[float]]:
-    """Seconds per call of every entry, run round-robin: ``warmup`` untimed rounds, then ``repeats``."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_index in range(warmup + repeats):
-        for name, call in calls.items():
-            synchronize(device)
-            start = time.perf_counter()
-            call()
-            synchronize(device)
-            if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 def _timing(seconds: Sequence[float]) -> dict[str, Any]:
@@ -342,7 +321,7 @@ def bench_train(settings: BenchmarkSettings) -> dict[str, Any]:
         method: (lambda m=model, o=opt, w=weight: train_step(m, o, points, labels, w))
         for method, (model, opt, weight) in runs.items()
     }
-    times = interleaved_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
+    times = round_robin_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
     result = {}
     for method, (model, opt, weight) in runs.items():
         result[method] = {
@@ -362,10 +341,9 @@ def bench_inference(settings: BenchmarkSettings) -> dict[str, Any]:
     merged = copy.deepcopy(unmerged)
     merge_adapters(merged)
     models = {"plain": plain.eval(), "clora_unmerged": unmerged.eval(), "clora_merged": merged.eval()}
+    repeats = settings.infer_repeats or 3 * settings.repeats
+    times = forward_times(models, points, warmup=settings.warmup, repeats=repeats)
     with torch.no_grad():
-        calls = {name: (lambda m=model: m(points)) for name, model in models.items()}
-        repeats = settings.infer_repeats or 3 * settings.repeats
-        times = interleaved_times(calls, warmup=settings.warmup, repeats=repeats, device=settings.device)
         diff = (models["clora_unmerged"](points) - models["clora_merged"](points)).abs().max().item()
     result: dict[str, Any] = {name: _timing(times[name]) for name in models}
     result["merged_vs_unmerged_max_abs_logit_diff"] = diff
@@ -381,7 +359,7 @@ def bench_tokenizer(settings: BenchmarkSettings) -> dict[str, Any]:
         backend: (lambda b=backend: group_points(points, num_group, group_size, backend=b))
         for backend in BACKENDS if backend in usable
     }
-    times = interleaved_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
+    times = round_robin_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
     result: dict[str, Any] = {}
     for backend in BACKENDS:
         if backend in times:
@@ -418,9 +396,9 @@ def bench_sade(settings: BenchmarkSettings) -> dict[str, Any]:
         "gram_forward": lambda: sade_loss(model),
         "gram_forward_backward": gram_forward_backward,
     }
-    times = interleaved_times(gram_calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
+    times = round_robin_times(gram_calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
     with torch.no_grad():
-        dense_times = interleaved_times(
+        dense_times = round_robin_times(
             {"dense_forward": lambda: sade_loss_dense(model)}, warmup=0, repeats=1, device=settings.device
         )
         gram_flops = _count_flops(lambda: sade_loss(model))
