@@ -45,6 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from backbones import Attention, PointMAE, create_backbone
 from backbones.errors import ConfigError
 from backbones.tokenizer import BACKENDS, available_backends, group_points
+from pcclora.config import config_from_dict
+from pcclora.engine.optim import build_optimizer
 from pcclora.peft import apply_peft, merge_adapters, resolve_peft_config, sade_loss
 from pcclora.peft.bases import CLoRABaseBank
 from pcclora.peft.config import BASE_SPACE_METHODS
@@ -174,21 +176,18 @@ def training_sade_weight(cfg: Mapping[str, Any]) -> float:
     return float(cfg["sade_weight"]) if cfg["method"] in BASE_SPACE_METHODS else 0.0
 
 
-def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW of the fine-tuning recipe (REFERENCE.md §4) over the trainable parameters only.
+def default_optimizer_config() -> dict[str, Any]:
+    """The ``optimizer:`` section of the packaged defaults (``pcclora/configs/_base_/defaults.yaml``)."""
+    return config_from_dict({}, name="defaults")["optimizer"]
 
-    No weight decay for 1-D tensors, biases and names containing ``token``.
+
+def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """The engine's optimizer with the packaged defaults, over the trainable parameters only.
+
+    AdamW; no weight decay for 1-D tensors, biases and names containing ``token``
+    (:func:`pcclora.engine.optim.param_groups`).
     """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or name.endswith(".bias") or "token" in name:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=5e-4)
+    return build_optimizer(model, default_optimizer_config())
 
 
 def train_step(

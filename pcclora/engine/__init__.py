@@ -11,8 +11,31 @@
 - :mod:`~pcclora.engine.run_folder`, :mod:`~pcclora.engine.plots` the run's files
 - :mod:`~pcclora.engine.distributed` DDP under torchrun
 - :mod:`~pcclora.engine.runner` :func:`finetune` and :func:`evaluate_checkpoint`
+
+The runner's functions are imported on first use, so that a building block (``import
+pcclora.engine.optim``) can be used without loading the runner and all it needs (plots, data,
+progress bars).
 """
 
-from pcclora.engine.runner import evaluate_checkpoint, export_merged, finetune, load_run_for_resume
+from __future__ import annotations
 
-__all__ = ["evaluate_checkpoint", "export_merged", "finetune", "load_run_for_resume"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate_checkpoint": "pcclora.engine.runner",
+    "export_merged": "pcclora.engine.runner",
+    "finetune": "pcclora.engine.runner",
+    "load_run_for_resume": "pcclora.engine.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pcclora.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
