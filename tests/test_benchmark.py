@@ -17,13 +17,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pcclora.benchmarking import (
-    METHODS,
-    BenchmarkSettings,
-    build_model,
-    evaluate_targets,
-    randomize_adapters,
-)
+from pcclora.benchmark import METHODS, BenchmarkSettings, evaluate_targets
+from pcclora.benchmark.steps import build_model, randomize_adapters
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,8 +2,8 @@
 """Speed and memory of full fine-tuning, linear probing, LoRA, CLoRA and CLoRA + SADE.
 
 Point-MAE at the ScanObjectNN shape (N=2048, G=128, k=32, 12 x 384) by default; batch 32 on
-CUDA, 8 on CPU.  Prints tables and the targets of issue 7 (met / missed); ``--json`` prints the
-same figures as one JSON object instead.  See ``pcclora/benchmarking.py`` for what each figure is.
+CUDA, 8 on CPU.  Prints tables and the performance targets (met / missed); ``--json`` prints the
+same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what each figure is.
 
     python tools/benchmark.py --threads 2
     python tools/benchmark.py --device cuda --json > bench.json
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones.errors import ToolkitError  # noqa: E402
-from pcclora.benchmarking import (  # noqa: E402
+from pcclora.benchmark import (  # noqa: E402
     METHODS,
     POINT_MAE_SCANOBJECTNN,
     SECTIONS,
