@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pcclora.benchmark import METHODS, BenchmarkSettings, evaluate_targets
+from backbones.errors import ConfigError
+from pcclora.benchmark import METHODS, BenchmarkError, BenchmarkSettings, evaluate_targets
 from pcclora.benchmark.steps import build_model, randomize_adapters
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 
@@ -123,3 +124,9 @@ def test_bad_size_override_is_one_clear_message(capsys):
     assert tool.main(["--set", "widht=3", "--only", "tokenizer"]) == 2
     message = capsys.readouterr().err
     assert "--set takes KEY=VALUE" in message and "trans_dim" in message
+
+
+def test_benchmark_errors_are_config_errors():
+    assert issubclass(BenchmarkError, ConfigError)
+    with pytest.raises(BenchmarkError, match="clora"):
+        BenchmarkSettings(methods=("dora",)).check()
