@@ -22,7 +22,7 @@ _EXPORTS = {
     "count_parameters": "pcclora.peft",
     "resolve_peft_config": "pcclora.peft",
     "PEFT_METHODS": "pcclora.peft",
-    "profile": "pcclora.profiler",
+    "profile": "pcclora.profiling",
     "load_config": "pcclora.config",
 }
 

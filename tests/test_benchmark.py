@@ -17,15 +17,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pcclora.benchmarking import (
-    METHODS,
-    BenchmarkSettings,
-    build_model,
-    dense_sade,
-    dense_sade_macs,
-    evaluate_targets,
-    randomize_adapters,
-)
+from backbones.errors import ConfigError
+from pcclora.benchmark import METHODS, BenchmarkError, BenchmarkSettings, evaluate_targets
+from pcclora.benchmark.steps import build_model, randomize_adapters
+from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"trans_dim": 32, "depth": 2, "num_heads": 2, "num_group": 16, "group_size": 8, "encoder_dims": 32}
@@ -99,8 +94,8 @@ def test_dense_sade_flops_match_the_analytic_count():
     model, _ = build_model(settings, "clora")
     randomize_adapters(model, seed=0)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        dense_sade(model, eps=1e-8)
-    assert counter.get_total_flops() == 2 * dense_sade_macs(model)
+        sade_loss_dense(model, eps=1e-8)
+    assert counter.get_total_flops() == 2 * sade_loss_dense_macs(model)
 
 
 def test_targets_are_met_missed_or_not_measured():
@@ -129,3 +124,9 @@ def test_bad_size_override_is_one_clear_message(capsys):
     assert tool.main(["--set", "widht=3", "--only", "tokenizer"]) == 2
     message = capsys.readouterr().err
     assert "--set takes KEY=VALUE" in message and "trans_dim" in message
+
+
+def test_benchmark_errors_are_config_errors():
+    assert issubclass(BenchmarkError, ConfigError)
+    with pytest.raises(BenchmarkError, match="clora"):
+        BenchmarkSettings(methods=("dora",)).check()

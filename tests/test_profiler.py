@@ -8,8 +8,8 @@ from torch import nn
 
 import backbones
 from backbones.tokenizer import Group
-from pcclora.profiler import compute_figures, measure_latency
-from pcclora.profiling import count_compute, tokenizer_flops_estimate
+from pcclora.profiling import compute_figures, count_compute, measure_latency, tokenizer_flops_estimate
+from pcclora.profiling.latency import forward_times, round_robin_times
 
 TINY = dict(trans_dim=32, depth=2, num_heads=4, num_group=16, group_size=8, encoder_dims=32)
 TINY_POINTS = 128
@@ -248,3 +248,23 @@ def test_measure_latency_reports_median_throughput_and_passes_per_batch_size(tin
 def test_measure_latency_stops_repeating_once_the_time_budget_is_spent(tiny_model):
     result = measure_latency(tiny_model, TINY_POINTS, "cpu", batch_sizes=(1,), warmup=0, repeats=5, max_seconds=0)
     assert result["results"][0]["repeats"] == 1
+
+
+def test_round_robin_times_runs_one_call_of_each_per_round():
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    times = round_robin_times(calls, warmup=1, repeats=3)
+    assert order == ["a", "b"] * 4  # one warm-up round, then three timed ones
+    assert [len(times["a"]), len(times["b"])] == [3, 3]
+    assert all(t >= 0 for t in times["a"] + times["b"])
+
+
+def test_round_robin_times_stops_after_the_time_budget_but_times_one_round():
+    times = round_robin_times({"a": lambda: None, "b": lambda: None}, warmup=0, repeats=5, max_seconds=0)
+    assert [len(times["a"]), len(times["b"])] == [1, 1]
+
+
+def test_forward_times_restore_the_training_mode(tiny_model):
+    tiny_model.train()
+    times = forward_times({"tiny": tiny_model}, torch.rand(1, TINY_POINTS, 3), warmup=0, repeats=2)
+    assert len(times["tiny"]) == 2 and tiny_model.training

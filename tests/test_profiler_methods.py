@@ -13,8 +13,7 @@ import torch
 
 import backbones
 import pcclora
-from pcclora.profiler import profile
-from pcclora.profiling import count_compute
+from pcclora.profiling import count_compute, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "profile_flops.py"
@@ -109,13 +108,9 @@ def test_profile_is_exported_from_the_package():
 
 @pytest.fixture(scope="module")
 def tool():
-    sys.path.insert(0, str(TOOL.parent))  # the tool imports its sibling _common, as when run as a script
-    try:
-        spec = importlib.util.spec_from_file_location("profile_flops_tool", TOOL)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(TOOL.parent))
+    spec = importlib.util.spec_from_file_location("profile_flops_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 

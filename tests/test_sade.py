@@ -1,4 +1,4 @@
-"""SADE through r×r Grams equals the dense definition of DESIGN.md; gradients; range."""
+"""SADE through r×r Grams equals the dense definition (docs/method.md); gradients; range."""
 
 from __future__ import annotations
 
@@ -6,44 +6,11 @@ import copy
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from _peft_helpers import build_tiny, make_points, randomize_adapters
 from pcclora.peft import apply_peft, sade_loss
-from pcclora.peft.layers import CLoRALinear
-from pcclora.peft.sade import SADE_EPS, branch_similarity
-
-
-def dense_layer_sade(
-    down: torch.Tensor, up: torch.Tensor, coefficients: torch.Tensor, normalized: bool, eps: float
-) -> torch.Tensor:
-    """Reference: B_h = D_h Q_h U_h built densely; mean over h < k of the DESIGN.md formula.
-
-    down (p, d_in, r), up (p, r, d_out), coefficients (p, r, r) of one layer.
-    """
-    branches = [down[h] @ coefficients[h] @ up[h] for h in range(len(down))]
-    values = []
-    for h in range(len(branches)):
-        for k in range(h + 1, len(branches)):
-            cross = torch.linalg.matrix_norm(branches[h].T @ branches[k]) ** 2
-            if normalized:
-                norm_h = torch.linalg.matrix_norm(branches[h].T @ branches[h])
-                norm_k = torch.linalg.matrix_norm(branches[k].T @ branches[k])
-                cross = cross / (norm_h * norm_k + eps)
-            values.append(cross)
-    return torch.stack(values).mean()
-
-
-def dense_model_sade(model: torch.nn.Module, normalized: bool = True) -> torch.Tensor:
-    """Mean over every adapted layer (each qkv split is one layer) of :func:`dense_layer_sade`."""
-    values = []
-    for module in model.modules():
-        if isinstance(module, CLoRALinear):
-            family = module.family
-            for coefficients in module.layer_coefficients():
-                values.append(dense_layer_sade(
-                    family.down_bases(), family.up_bases(), coefficients, normalized, SADE_EPS
-                ))
-    return torch.stack(values).mean()
+from pcclora.peft.sade import branch_similarity, branch_similarity_dense, sade_loss_dense, sade_loss_dense_macs
 
 
 def _random_family(d_in, d_out, rank, num_bases, layers, seed):
@@ -63,9 +30,9 @@ def _random_family(d_in, d_out, rank, num_bases, layers, seed):
 def test_gram_sade_equals_dense_reference(d_in, d_out, rank, num_bases, normalized):
     down, up, coefficients = _random_family(d_in, d_out, rank, num_bases, layers=3, seed=d_in)
     got = branch_similarity(down, up, coefficients, normalized=normalized)
+    expected = branch_similarity_dense(down, up, coefficients, normalized=normalized)
     for layer in range(3):
-        expected = dense_layer_sade(down, up, coefficients[layer], normalized, SADE_EPS)
-        assert abs(got[layer] - expected) <= 1e-8 * abs(expected)
+        assert abs(got[layer] - expected[layer]) <= 1e-8 * abs(expected[layer])
 
 
 @pytest.mark.parametrize("normalized", (True, False))
@@ -74,15 +41,24 @@ def test_model_sade_is_the_mean_over_all_layers(normalized):
         build_tiny().double(), {"rank": 2, "num_bases": 3, "sade_normalized": normalized}
     )
     randomize_adapters(model)
-    got, expected = sade_loss(model), dense_model_sade(model, normalized)
+    got, expected = sade_loss(model), sade_loss_dense(model, normalized=normalized)
     assert got.shape == () and abs(got - expected) <= 1e-8 * abs(expected)
 
 
 def test_clora_shared_sade_equals_dense_reference():
     model = apply_peft(build_tiny().double(), {"method": "clora_shared", "rank": 2, "num_bases": 3})
     randomize_adapters(model)
-    got, expected = sade_loss(model), dense_model_sade(model)
+    got, expected = sade_loss(model), sade_loss_dense(model)
     assert abs(got - expected) <= 1e-8 * abs(expected)
+
+
+@pytest.mark.parametrize("normalized", (True, False))
+def test_dense_reference_multiply_adds_match_the_flop_counter(normalized):
+    model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3, "sade_normalized": normalized})
+    randomize_adapters(model)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        sade_loss_dense(model)
+    assert counter.get_total_flops() == 2 * sade_loss_dense_macs(model) > 0
 
 
 def test_sade_gradients_reach_bases_and_coefficients():

@@ -17,9 +17,30 @@
 - :mod:`~pcclora.engine.distributed` DDP under torchrun
 
 Devices and bf16 autocast are shared with the profiler and the benchmark: :mod:`pcclora.device`.
+The runner's functions are imported on first use, so that a building block (``import
+pcclora.engine.optim``) can be used without loading the runner and all it needs (plots, data,
+progress bars).
 """
 
-from pcclora.engine.checkpoint import export_merged, load_run_for_resume
-from pcclora.engine.runner import evaluate_checkpoint, finetune
+from __future__ import annotations
 
-__all__ = ["evaluate_checkpoint", "export_merged", "finetune", "load_run_for_resume"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate_checkpoint": "pcclora.engine.runner",
+    "export_merged": "pcclora.engine.checkpoint",
+    "finetune": "pcclora.engine.runner",
+    "load_run_for_resume": "pcclora.engine.checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pcclora.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

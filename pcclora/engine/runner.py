@@ -53,7 +53,7 @@ from pcclora.engine.seeding import (
 from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
 from pcclora.engine.trainer import train_one_epoch
 from pcclora.peft import count_parameters, load_adapter_state_dict
-from pcclora.profiler import profile
+from pcclora.profiling import profile
 
 def _configure_device(config: dict[str, Any], context: DistributedContext, log: Callable[[str], None]) -> None:
     """Deterministic kernels when asked (undone by :func:`finetune` at the end); AMP only on CUDA."""

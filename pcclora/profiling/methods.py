@@ -12,9 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbones import create_backbone
 from backbones.errors import ConfigError
 from datasets import get_dataset_spec
 from pcclora.config import size_overrides
+from pcclora.peft import apply_peft, count_parameters, merge_adapters
 
 from .counting import count_compute
 from .latency import measure_latency
@@ -37,36 +39,16 @@ def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
 
 def build_backbone(config: dict[str, Any], seed: int = 0) -> nn.Module:
     """The config's backbone with random weights (no checkpoint is loaded: counts do not need one)."""
-    import backbones
-
     backbone_cfg = config["backbone"]
     num_classes = backbone_cfg["num_classes"] or dataset_num_classes(config["dataset"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return backbones.create_backbone(backbone_cfg["name"], num_classes=num_classes, **size_overrides(backbone_cfg))
+        return create_backbone(backbone_cfg["name"], num_classes=num_classes, **size_overrides(backbone_cfg))
 
 
 def adapt(backbone: nn.Module, config: dict[str, Any], method: str) -> nn.Module:
     """A copy of ``backbone`` with the config's ``peft`` block applied for ``method``."""
-    from pcclora.peft import apply_peft
-
     return apply_peft(copy.deepcopy(backbone), {**config["peft"], "method": method})
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"`` or ``"cuda[:N]"``, checked to exist here."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # torch rejects a device string it cannot parse
-        raise ConfigError(f"--device {name}: expected cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {name} was asked for but this PyTorch has no usable CUDA device; "
-            "use --device cpu (the counts do not depend on the device)"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: expected cpu or cuda[:N]")
-    return device
 
 
 def _compute(model: nn.Module, points: torch.Tensor) -> dict[str, int]:
@@ -87,8 +69,6 @@ def profile_method(
         ``params_total`` of the merged inference model) and, kept for the latency measurement,
         ``model`` (the training-time model).
     """
-    from pcclora.peft import count_parameters, merge_adapters
-
     model = adapt(backbone, config, method).to(device)
     npoints = config["dataset"]["npoints"]
     points = torch.rand(1, npoints, 3, generator=torch.Generator().manual_seed(seed)).to(device)

@@ -1,4 +1,4 @@
-"""Published compute figures of point-cloud PEFT methods (REFERENCE.md §7).
+"""Published compute figures of point-cloud PEFT methods (sources: docs/published.md).
 
 Point-MAE backbone, ScanObjectNN setting (2048 points, 128 groups, batch 1).  "GFLOPs" in those
 tables is the multiply-adds of the Conv1d and Linear layers only — this toolkit's

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pcclora.tables import render_table
+
 from .published import PUBLISHED_ROWS
 
 _COLUMNS = ("method", "model", "params", "trainable", "conv+linear GMACs", "GMACs w/ attn (fvcore)", "GFLOPs")
@@ -18,22 +20,9 @@ def _billions(count: int, digits: int = 3) -> str:
     return f"{count / 1e9:.{digits}f}"
 
 
-def _render(rows: list[tuple[str, ...]], separator_before: set[int] | None = None) -> str:
-    separator_before = separator_before or set()
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        if index in separator_before:
-            lines.append("  ".join("-" * width for width in widths))
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-        cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:])]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str:
     """One row per method (training-time model), one per merged model, then the published rows."""
-    rows: list[tuple[str, ...]] = [_COLUMNS]
+    rows: list[tuple[str, ...]] = []
     for p in profiles:
         rows.append((
             p["method"], "train", _millions(p["params_total"]), _millions(p["params_trainable"]),
@@ -54,10 +43,10 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str
                 row.method, "published", _DASH, f"{row.params_trainable / 1e6:.1f}M",
                 _billions(row.macs_conv_linear, 2), _DASH, _DASH,
             ))
-    table = _render(rows, separators)
+    table = render_table(_COLUMNS, rows, left_columns=2, header_rule=False, rules_before=separators)
     if published:
         table += (
-            "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (REFERENCE.md §7); "
+            "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (docs/published.md); "
             "their \"GFLOPs\" are conv+linear MACs"
         )
     return table
@@ -88,7 +77,7 @@ def latency_table(rows: list[dict[str, Any]], device: str, warmup: int, repeats:
     header = ["network", "used by"]
     for b in batch_sizes:
         header += [f"batch {b} ms (passes)", f"batch {b} samples/s"]
-    table: list[tuple[str, ...]] = [tuple(header)]
+    table: list[tuple[str, ...]] = []
     for row in rows:
         cells = [row["network"], ", ".join(row["used_by"])]
         for result in row["results"]:
@@ -98,4 +87,4 @@ def latency_table(rows: list[dict[str, Any]], device: str, warmup: int, repeats:
         f"latency on {device}, random clouds: {warmup} warm-up pass(es), then the median of up to {repeats} "
         f"timed passes per batch size (fewer once {max_seconds:g} s are spent):"
     )
-    return title + "\n" + _render(table)
+    return title + "\n" + render_table(header, table, left_columns=2, header_rule=False)

@@ -1,4 +1,4 @@
-"""Profile a model: parameters, multiply-adds in the published and fvcore conventions, FLOPs.
+"""Profile one model: parameters, multiply-adds in the published and fvcore conventions, FLOPs.
 
 >>> import backbones, torch, pcclora
 >>> model = backbones.create_backbone("point_mae", num_classes=15)     # doctest: +SKIP
@@ -9,7 +9,8 @@
 Conventions (all views of one ``FlopCounterMode`` pass, :mod:`pcclora.profiling.counting`):
 
 - ``macs_conv_linear``: multiply-adds of Conv/Linear layers (adapters included) — the "GFLOPs"
-  of the published point-cloud PEFT tables (REFERENCE.md §7);
+  of the published point-cloud PEFT tables (:mod:`pcclora.profiling.published`,
+  docs/published.md);
 - ``macs_with_attention``: plus the attention products q·kᵀ and attn·v and fvcore's
   normalisation-layer figures — what ``fvcore.nn.FlopCountAnalysis`` reports;
 - ``flops``: 2 per multiply-add of all of the above;
@@ -24,10 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .profiling import PUBLISHED_ROWS, measure_latency, tokenizer_flops_estimate
-from .profiling.counting import count_compute, is_tokenizer
+from pcclora.peft import count_parameters
 
-__all__ = ["PUBLISHED_ROWS", "compute_figures", "measure_latency", "profile"]
+from .counting import count_compute, is_tokenizer
+from .tokenizer_cost import tokenizer_flops_estimate
+
+__all__ = ["compute_figures", "profile"]
 
 
 def _tokenizer_estimate(model: nn.Module, points: torch.Tensor) -> int:
@@ -69,8 +72,6 @@ def profile(model: nn.Module, points: torch.Tensor) -> dict[str, Any]:
         :func:`pcclora.count_parameters`), ``batch_size``, ``npoints`` and the compute keys of
         :func:`compute_figures` (raw counts, not billions).
     """
-    from .peft import count_parameters  # the adapters define the parameter groups
-
     params = count_parameters(model)
     return {
         "params_total": params["total"],

@@ -1,0 +1,99 @@
+"""The human-readable report of a benchmark run: one table per section, then the targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pcclora.tables import render_table
+
+from .targets import dig, ratio
+
+
+def _fmt_ms(seconds: float | None) -> str:
+    """Seconds as milliseconds with one decimal; ``-`` when not measured."""
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def format_report(results: Mapping[str, Any]) -> str:
+    """Human-readable tables of everything :func:`~pcclora.benchmark.sections.run_benchmark` measured.
+
+    One table per section that ran (training step and memory share one), then the targets of
+    :func:`~pcclora.benchmark.targets.evaluate_targets`.
+    """
+    s = results["settings"]
+    env = results["environment"]
+    model = s["model"]
+    parts = [
+        f"pcclora benchmark on {s['device']}"
+        + (f" ({env['gpu']})" if "gpu" in env else "")
+        + f", torch {env['torch']}, {env['threads']} threads, {env['cpu_count']} CPUs, load avg "
+        f"{env.get('load_average_1m', float('nan')):.2f} -> {env.get('load_average_1m_end') or float('nan'):.2f}",
+        f"Point-MAE {model['depth']}x{model['trans_dim']}, N={s['num_points']}, G={model['num_group']}, "
+        f"k={model['group_size']}, batch {s['batch_size']}; median of {s['repeats']} repeats after "
+        f"{s['warmup']} warm-up, methods timed round-robin",
+    ]
+    train, memory = results.get("train"), results.get("memory")
+    if train or memory:
+        full_step = dig(results, "train", "full", "step", "median_s")
+        full_peak = dig(results, "memory", "full", "peak_mib")
+        rows = []
+        for method in s["methods"]:
+            t = dig(results, "train", method, "step", "median_s")
+            lean = dig(results, "train", method, "lean") or {}
+            m = dig(results, "memory", method) or {}
+            ratio_t = ratio(t, full_step)
+            ratio_m = ratio(m.get("peak_mib"), full_peak)
+            rows.append([
+                method,
+                f"{lean['trainable_params']:,}" if lean else "-",
+                _fmt_ms(t),
+                "-" if ratio_t is None else f"{ratio_t:.2f}",
+                "-" if not m else f"{m['peak_mib']:.0f}",
+                "-" if ratio_m is None else f"{ratio_m:.2f}",
+                "-" if not m else f"{m['peak_above_build_mib']:.0f}",
+                "-" if not m else f"{m['peak_absolute_mib']:.0f}",
+                "-" if "default_malloc" not in m else f"{m['default_malloc']['peak_mib']:.0f}",
+                "-" if not lean else f"{lean['saved_activations_mib']:.0f}",
+                "-" if not lean else f"{lean['optimizer_state_numel']:,}",
+                "-" if not lean else ("on" if lean["patch_embedding_grad_enabled"] else "off"),
+            ])
+        kind = next((v["kind"] for v in (memory or {}).values() if isinstance(v, Mapping)), "-")
+        parts += ["", f"Training step (memory: {kind}, fresh process per method)", render_table(
+            ["method", "trainable", "step ms", "x full", "peak MiB", "x full", "above build MiB", "absolute MiB", "glibc default MiB",
+             "saved act MiB", "optim state", "embed grad"], rows)]
+        parts.append("peak MiB = peak above the imported runtime (weights + grads + optimizer + activations); "
+                     "above build = peak minus the resident set after model/optimizer build; absolute = the "
+                     "process's whole peak (runtime included); on CPU all with "
+                     "MALLOC_MMAP_THRESHOLD_=65536 (resident set follows live tensors), 'glibc default' = the "
+                     "same peak with glibc's default settings.")
+    infer = results.get("infer")
+    if infer:
+        plain = infer["plain"]["median_s"]
+        rows = [[name, _fmt_ms(infer[name]["median_s"]), f"{infer[name]['median_s'] / plain:.3f}"]
+                for name in ("plain", "clora_unmerged", "clora_merged")]
+        count = len(infer["plain"]["runs_s"])
+        parts += ["", f"Inference forward (eval, no grad, tokenizer included; median of {count})",
+                  render_table(["model", "latency ms", "x plain"], rows),
+                  f"merged vs un-merged max |logit diff|: {infer['merged_vs_unmerged_max_abs_logit_diff']:.2e}"]
+    tok = results.get("tokenizer")
+    if tok:
+        rows = [[b, _fmt_ms(v["median_s"]) if v["available"] else "not importable"]
+                for b, v in tok.items() if isinstance(v, Mapping)]
+        parts += ["", "Tokenizer (FPS + kNN grouping)", render_table(["backend", "time ms"], rows)]
+    sade = results.get("sade")
+    if sade:
+        rows = [
+            ["Gram (pcclora.sade_loss)", f"{sade['flops_gram']:,}", _fmt_ms(sade["gram_forward"]["median_s"]),
+             _fmt_ms(sade["gram_forward_backward"]["median_s"]), f"{sade['value_gram']:.9g}"],
+            ["dense B_h = D_h Q_h U_h", f"{sade['flops_dense']:,}", _fmt_ms(sade["dense_forward"]["median_s"]),
+             "-", f"{sade['value_dense']:.9g}"],
+        ]
+        parts += ["", "SADE regulariser at the default shapes (random adapters)",
+                  render_table(["form", "FLOPs (fwd)", "fwd ms", "fwd+bwd ms", "value"], rows),
+                  f"dense FLOPs analytic {sade['flops_dense_analytic']:,}; relative difference float32 "
+                  f"{sade['rel_diff_float32']:.1e}, float64 {sade['rel_diff_float64']:.1e}"]
+    rows = [[t["target"], "-" if t["measured"] is None else f"{t['measured']:.4g}", t["status"]]
+            for t in results["targets"]]
+    parts += ["", "Targets", render_table(["target", "measured", "status"], rows)]
+    return "\n".join(parts)

@@ -1,0 +1,98 @@
+"""Speed and memory of full fine-tuning, linear probing, LoRA, CLoRA and CLoRA + SADE.
+
+Point-MAE at the ScanObjectNN shape (N=2048, G=128, k=32, 12 x 384) by default; batch 32 on
+CUDA, 8 on CPU.  Prints tables and the performance targets (met / missed); ``--json`` prints the
+same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what each figure is.
+
+    python tools/benchmark.py --threads 2
+    python tools/benchmark.py --device cuda --json > bench.json
+    python tools/benchmark.py --only sade tokenizer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from backbones.errors import ToolkitError
+from pcclora.benchmark import (
+    METHODS,
+    POINT_MAE_SCANOBJECTNN,
+    SECTIONS,
+    BenchmarkError,
+    BenchmarkSettings,
+    format_report,
+    run_benchmark,
+)
+from pcclora.cli.common import USER_ERROR_EXIT, run_tool
+
+
+def parse_overrides(items: list[str]) -> dict[str, int]:
+    """``["depth=2", "trans_dim=32"]`` → backbone overrides (integers, official config names)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in POINT_MAE_SCANOBJECTNN:
+            raise BenchmarkError(
+                f"--set takes KEY=VALUE with KEY among {', '.join(POINT_MAE_SCANOBJECTNN)}, got {item!r}"
+            )
+        try:
+            overrides[key] = int(value)
+        except ValueError:
+            raise BenchmarkError(f"--set {key} needs an integer, got {value!r}") from None
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--batch-size", type=int, help="clouds per step (default: 32 on cuda, 8 on cpu)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per figure, median reported (default: 5 cpu, 20 cuda)")
+    parser.add_argument("--infer-repeats", type=int, help="timed forward passes per model in 'infer' (default: 3 x repeats)")
+    parser.add_argument("--warmup", type=int, help="untimed repeats first (default: 1 cpu, 3 cuda)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
+                        help=f"sections to run, among {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--num-points", type=int, default=2048, help="N, points per cloud")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="backbone size overrides, e.g. depth=2 trans_dim=32 (official config names)")
+    parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cuda = args.device == "cuda"
+    try:
+        model = {**POINT_MAE_SCANOBJECTNN, **parse_overrides(args.set)}
+        settings = BenchmarkSettings(
+            device=args.device,
+            batch_size=args.batch_size if args.batch_size is not None else (32 if cuda else 8),
+            num_points=args.num_points,
+            repeats=args.repeats if args.repeats is not None else (20 if cuda else 5),
+            infer_repeats=args.infer_repeats,
+            warmup=args.warmup if args.warmup is not None else (3 if cuda else 1),
+            methods=tuple(args.methods),
+            sections=tuple(args.only),
+            model=model,
+            sade_weight=args.sade_weight,
+            threads=args.threads,
+            seed=args.seed,
+        )
+        progress = lambda section: print(f"[benchmark] {section} ...", file=sys.stderr, flush=True)  # noqa: E731
+        results = run_benchmark(settings, progress=progress)
+    except ToolkitError as error:  # main is also called directly (tests); keep its exit code
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    print(json.dumps(results, indent=2) if args.json else format_report(results))
+    return 0
+
+
+def run() -> None:
+    """Console entry point."""
+    run_tool(main)
