@@ -131,6 +131,7 @@ def _short_list(keys: list[str], limit: int = 12) -> str:
 # reading files
 # --------------------------------------------------------------------------------------------
 
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file onto the CPU.
 
@@ -169,13 +170,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 # remapping
 # --------------------------------------------------------------------------------------------
 
+
 def _strip_prefixes(key: str) -> str:
     changed = True
     while changed:
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 changed = True
     return key
 
@@ -215,14 +217,14 @@ def checkpoint_filter_fn(checkpoint: Mapping[str, Any]) -> RemappedCheckpoint:
             if key.startswith(POINT_BERT_DROPPED):
                 ignored.append(key)
             elif key.startswith(POINT_BERT_ENCODER):
-                remapped[key[len(POINT_BERT_ENCODER):]] = value
+                remapped[key[len(POINT_BERT_ENCODER) :]] = value
             else:
                 remapped[key] = value
         return RemappedCheckpoint(remapped, layout, ignored)
 
     for layout, prefix in PRETRAIN_PREFIXES.items():
         if any(key.startswith(prefix) for key in tensors):
-            remapped = {(key[len(prefix):] if key.startswith(prefix) else key): v for key, v in tensors.items()}
+            remapped = {(key[len(prefix) :] if key.startswith(prefix) else key): v for key, v in tensors.items()}
             return RemappedCheckpoint(remapped, layout, ignored)
 
     return RemappedCheckpoint(tensors, "finetuned" if from_container else "state_dict", ignored)
@@ -231,6 +233,7 @@ def checkpoint_filter_fn(checkpoint: Mapping[str, Any]) -> RemappedCheckpoint:
 # --------------------------------------------------------------------------------------------
 # loading into a model
 # --------------------------------------------------------------------------------------------
+
 
 def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name in getattr(model, "head_module_names", ()))

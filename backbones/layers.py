@@ -55,7 +55,7 @@ class Attention(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.fused = fused
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
@@ -125,9 +125,7 @@ class TransformerEncoder(nn.Module):
         fused_attention: bool = True,
     ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, rate, fused_attention) for rate in drop_path_rates
-        )
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, rate, fused_attention) for rate in drop_path_rates)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x, pos: (B, T, C) → (B, T, C)."""

@@ -68,8 +68,13 @@ class PointPatchTransformer(nn.Module):
     ) -> None:
         super().__init__()
         _check_sizes(
-            num_classes=num_classes, trans_dim=trans_dim, depth=depth, num_heads=num_heads,
-            num_group=num_group, group_size=group_size, encoder_dims=encoder_dims,
+            num_classes=num_classes,
+            trans_dim=trans_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_group=num_group,
+            group_size=group_size,
+            encoder_dims=encoder_dims,
         )
         if not 0.0 <= drop_path_rate < 1.0:
             raise ModelConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
@@ -135,9 +140,7 @@ class PointPatchTransformer(nn.Module):
 
     def patch_embedding_requires_grad(self) -> bool:
         """Whether any parameter of the patch embedding (``patch_embedding_names``) needs a gradient."""
-        return any(
-            p.requires_grad for name in self.patch_embedding_names for p in getattr(self, name).parameters()
-        )
+        return any(p.requires_grad for name in self.patch_embedding_names for p in getattr(self, name).parameters())
 
     def embed_patches(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenise and embed: points (B, N, 3) → tokens (B, G, trans_dim), positions (B, G, trans_dim)."""
@@ -158,17 +161,13 @@ class PointPatchTransformer(nn.Module):
                 )
         if not torch.isfinite(points).all():
             bad = int((~torch.isfinite(points)).sum())
-            raise InputShapeError(
-                f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first"
-            )
+            raise InputShapeError(f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first")
 
     def forward_features(self, points: torch.Tensor) -> torch.Tensor:
         """Pooled feature: points (B, N, 3) → (B, 2·trans_dim) = concat[cls token, max over patches]."""
         self.check_input(points)
         points = points.to(self.cls_token.dtype)
-        lean = (
-            torch.is_grad_enabled() and not points.requires_grad and not self.patch_embedding_requires_grad()
-        )
+        lean = torch.is_grad_enabled() and not points.requires_grad and not self.patch_embedding_requires_grad()
         if lean:  # nothing upstream of the transformer is trained: keep no autograd graph there
             with torch.no_grad():
                 tokens, pos = self.embed_patches(points)

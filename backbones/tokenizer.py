@@ -128,11 +128,11 @@ def _fps_knn_torch(
         if neighbour_idx is None and i == num_samples - 1:
             break  # the last centre's distances are only needed for its neighbours
         slot = i % block
-        row = rows[:, slot:slot + 1]  # (B, 1, N)
+        row = rows[:, slot : slot + 1]  # (B, 1, N)
         _squared_distances(pts_t, torch.gather(pts_t, 2, last), scratch, row)
         if neighbour_idx is not None and (slot == block - 1 or i == num_samples - 1):
             filled = rows[:, : slot + 1]
-            neighbour_idx[:, i - slot:i + 1] = filled.topk(k, dim=-1, largest=False, sorted=True).indices
+            neighbour_idx[:, i - slot : i + 1] = filled.topk(k, dim=-1, largest=False, sorted=True).indices
         if i == num_samples - 1:
             break
         if i == 0:
@@ -161,16 +161,15 @@ def _knn_torch(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tenso
     out = torch.empty(batch, num_queries, k, dtype=torch.long, device=device)
     for start in range(0, num_queries, block):
         size = min(block, num_queries - start)
-        dist = _squared_distances(
-            pts_t, query_t[:, :, start:start + size], scratch[:, :, :size], rows[:, :size]
-        )
-        out[:, start:start + size] = dist.topk(k, dim=-1, largest=False, sorted=True).indices
+        dist = _squared_distances(pts_t, query_t[:, :, start : start + size], scratch[:, :, :size], rows[:, :size])
+        out[:, start : start + size] = dist.topk(k, dim=-1, largest=False, sorted=True).indices
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # pytorch3d backend
 # --------------------------------------------------------------------------------------------
+
 
 def _fps_pytorch3d(points: torch.Tensor, num_samples: int) -> torch.Tensor:
     from pytorch3d.ops import sample_farthest_points
@@ -188,6 +187,7 @@ def _knn_pytorch3d(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.T
 # --------------------------------------------------------------------------------------------
 # public interface
 # --------------------------------------------------------------------------------------------
+
 
 def farthest_point_sample(points: torch.Tensor, num_samples: int, backend: str = "auto") -> torch.Tensor:
     """Indices of ``num_samples`` farthest-point-sampled points.
@@ -290,6 +290,7 @@ class Group(nn.Module):
 # references for the tests
 # --------------------------------------------------------------------------------------------
 
+
 def fps_naive(points: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Loop reference of :func:`farthest_point_sample` (float64, one cloud at a time)."""
     out = []
@@ -307,7 +308,7 @@ def fps_naive(points: torch.Tensor, num_samples: int) -> torch.Tensor:
 def knn_naive(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
     """Loop reference of :func:`knn_query`: full sort of exact float64 distances, stable."""
     out = []
-    for q_cloud, p_cloud in zip(query.double(), points.double()):
+    for q_cloud, p_cloud in zip(query.double(), points.double(), strict=True):
         rows = []
         for q in q_cloud:
             dist = ((p_cloud - q) ** 2).sum(-1)

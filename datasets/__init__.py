@@ -7,8 +7,9 @@ official layouts.
 
 from __future__ import annotations
 
-from .classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
 from backbones.errors import DataError, DatasetError
+
+from .classes import MODELNET40_CLASSES, SCANOBJECTNN_CLASSES
 from .fewshot import ModelNetFewShotDataset, make_fewshot_folds
 from .modelnet40 import ModelNet40Dataset, build_dat_cache, pc_normalize
 from .registry import DATASETS, DatasetSpec, build_dataset, dataset_options, get_dataset_spec, list_datasets
@@ -34,4 +35,3 @@ __all__ = [
     "make_synthetic",
     "pc_normalize",
 ]
-

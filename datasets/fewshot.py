@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones.errors import DataError
+
 from .base import PointCloudDataset
 from .classes import FEWSHOT_SOURCE, MODELNET40_CLASSES
-from backbones.errors import DataError
 from .modelnet40 import (
     SHAPE_NAMES_FILE,
     build_dat_cache,
@@ -133,7 +134,7 @@ class ModelNetFewShotDataset(PointCloudDataset):
         names_file = root / SHAPE_NAMES_FILE
         all_names = read_name_list(names_file) if names_file.is_file() else list(MODELNET40_CLASSES)
         names = [f"class_{i}" for i in range(way)]
-        for label, original in zip(labels, originals):
+        for label, original in zip(labels, originals, strict=True):
             original = int(original)
             names[label] = all_names[original] if 0 <= original < len(all_names) else f"class_{original}"
         return names

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from backbones.errors import DataError
 from backbones.tokenizer import farthest_point_sample, gather_points
 
 from .base import PointCloudDataset
 from .classes import MODELNET40_CLASSES, MODELNET40_SOURCE
-from backbones.errors import DataError
 from .storage import load_pickle, read_h5, require_file, write_pickle_atomic
 from .validation import check_clouds, check_labels, check_npoints
 
@@ -143,6 +143,7 @@ def _class_names_for(folder: Path, file_name: str, num_labels_seen: int, path: P
 # text layout and the .dat cache
 # --------------------------------------------------------------------------------------------
 
+
 def read_text_cloud(path: Path) -> np.ndarray:
     """(P, 6) float32 rows ``x,y,z,nx,ny,nz`` of one shape file."""
     require_file(path, LAYOUT, MODELNET40_SOURCE)
@@ -175,7 +176,7 @@ def fps_order(clouds: Sequence[np.ndarray], num_points: int) -> list[np.ndarray]
             chunk = members[start : start + chunk_size]
             batch = torch.from_numpy(np.stack([clouds[i] for i in chunk]))
             idx = farthest_point_sample(batch[..., :3].contiguous(), take)
-            for i, ordered in zip(chunk, gather_points(batch, idx).numpy()):
+            for i, ordered in zip(chunk, gather_points(batch, idx).numpy(), strict=True):
                 out[i] = ordered
     return out  # type: ignore[return-value]
 
@@ -196,14 +197,15 @@ def build_dat_content(folder: Path | str, split: str) -> list[list[np.ndarray]]:
     if not shape_ids:
         raise DataError(f"{id_file}: lists no shape ids")
     clouds, labels = [], []
-    print(f"building {dat_cache_path(folder, split)} from {len(shape_ids)} text files (only the first time)",
-          file=sys.stderr)
+    print(
+        f"building {dat_cache_path(folder, split)} from {len(shape_ids)} text files (only the first time)",
+        file=sys.stderr,
+    )
     for shape_id in tqdm(shape_ids, desc=f"ModelNet40 {split}", disable=None):
         name = class_of_shape_id(shape_id)
         if name not in index:
             raise DataError(
-                f"{id_file}: shape id {shape_id!r} names class {name!r}, which is not in "
-                f"{folder / SHAPE_NAMES_FILE}"
+                f"{id_file}: shape id {shape_id!r} names class {name!r}, which is not in {folder / SHAPE_NAMES_FILE}"
             )
         path = folder / name / f"{shape_id}.txt"
         clouds.append(check_clouds(read_text_cloud(path)[None], path, channels=(6,))[0])
@@ -220,20 +222,21 @@ def build_dat_cache(folder: Path | str, split: str) -> Path:
 
 def parse_dat(content: object, path: Path, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Points (S, P, channels) float32 (P = the smallest cloud) and raw labels (S,) of cache content."""
-    if not (isinstance(content, (list, tuple)) and len(content) == 2
-            and isinstance(content[0], (list, tuple)) and isinstance(content[1], (list, tuple))
-            and len(content[0]) == len(content[1])):
-        raise DataError(
-            f"{path}: expected a pickled [list of (8192, 6) arrays, list of (1,) labels] of equal length"
-        )
+    if not (
+        isinstance(content, (list, tuple))
+        and len(content) == 2
+        and isinstance(content[0], (list, tuple))
+        and isinstance(content[1], (list, tuple))
+        and len(content[0]) == len(content[1])
+    ):
+        raise DataError(f"{path}: expected a pickled [list of (8192, 6) arrays, list of (1,) labels] of equal length")
     clouds, labels = content
     if len(clouds) == 0:
         raise DataError(f"{path}: holds no samples")
     shapes = {np.shape(cloud)[1:] for cloud in clouds}
     if any(len(shape) != 1 or shape[0] < channels for shape in shapes):
         raise DataError(
-            f"{path}: clouds have per-point shapes {sorted(shapes)}, expected (points, 6) "
-            f"(at least {channels} columns)"
+            f"{path}: clouds have per-point shapes {sorted(shapes)}, expected (points, 6) (at least {channels} columns)"
         )
     if any(np.size(label) != 1 for label in labels):
         raise DataError(f"{path}: every label must be a single integer (an int32 array of shape (1,))")
@@ -245,6 +248,7 @@ def parse_dat(content: object, path: Path, channels: int) -> tuple[np.ndarray, n
 # --------------------------------------------------------------------------------------------
 # h5 layout
 # --------------------------------------------------------------------------------------------
+
 
 def read_h5_layout(folder: Path, split: str, use_normals: bool) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate the h5 files listed in ``{split}_files.txt``: points (S, 2048, 3|6), labels."""
@@ -280,6 +284,7 @@ def read_h5_layout(folder: Path, split: str, use_normals: bool) -> tuple[np.ndar
 # --------------------------------------------------------------------------------------------
 # the dataset
 # --------------------------------------------------------------------------------------------
+
 
 class ModelNet40Dataset(PointCloudDataset):
     """ModelNet40 (any number of classes the class-name file lists), read into memory once.
@@ -345,6 +350,7 @@ class ModelNet40Dataset(PointCloudDataset):
         except OSError as error:
             warnings.warn(
                 f"cannot write the ModelNet40 cache in {folder} ({error}); using it from memory, "
-                "it will be rebuilt next time"
+                "it will be rebuilt next time",
+                stacklevel=2,
             )
         return content

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backbones.errors import DataError
+
 from .base import PointCloudDataset
 from .classes import SCANOBJECTNN_CLASSES, SCANOBJECTNN_SOURCE
-from backbones.errors import DataError
 from .storage import read_h5
 from .validation import check_clouds, check_labels, check_npoints
 

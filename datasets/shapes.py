@@ -24,6 +24,7 @@ Vec3 = Sequence[float]  # an (x, y, z) offset or extent
 # primitives
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Mesh:
     """Triangles (T, 3, 3): sampled uniformly by area, normals from the faces."""
@@ -127,8 +128,12 @@ def rot_z(angle: float) -> Array:
 # --------------------------------------------------------------------------------------------
 
 _BOX_FACES = {  # corner indices of each face, corners indexed by bits (x, y, z)
-    "-x": (0, 2, 6, 4), "+x": (1, 5, 7, 3), "-y": (0, 4, 5, 1),
-    "+y": (2, 3, 7, 6), "-z": (0, 1, 3, 2), "+z": (4, 6, 7, 5),
+    "-x": (0, 2, 6, 4),
+    "+x": (1, 5, 7, 3),
+    "-y": (0, 4, 5, 1),
+    "+y": (2, 3, 7, 6),
+    "-z": (0, 1, 3, 2),
+    "+z": (4, 6, 7, 5),
 }
 
 
@@ -165,14 +170,25 @@ def polyhedron(vertices: Array, faces: list[tuple[int, int, int]], offset: Vec3 
     return _place(Mesh(vertices[np.array(faces)]), offset)
 
 
-def revolve(profile: Sequence[tuple[float, float]], offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None,
-            theta: tuple[float, float] = (0.0, 2 * math.pi)) -> Part:
+def revolve(
+    profile: Sequence[tuple[float, float]],
+    offset: Vec3 = (0.0, 0.0, 0.0),
+    rotation: Array | None = None,
+    theta: tuple[float, float] = (0.0, 2 * math.pi),
+) -> Part:
     """The surface swept by a (radius, y) polyline about y over the angles ``theta``."""
     return _place(Revolution(np.asarray(profile, dtype=float), theta), offset, rotation)
 
 
-def cylinder(radius: float, height: float, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None,
-             top: bool = True, bottom: bool = True, top_radius: float | None = None) -> Part:
+def cylinder(
+    radius: float,
+    height: float,
+    offset: Vec3 = (0.0, 0.0, 0.0),
+    rotation: Array | None = None,
+    top: bool = True,
+    bottom: bool = True,
+    top_radius: float | None = None,
+) -> Part:
     """A (possibly tapered) cylinder along y, caps optional."""
     upper = radius if top_radius is None else top_radius
     profile = [(radius, -height / 2), (upper, height / 2)]
@@ -183,7 +199,9 @@ def cylinder(radius: float, height: float, offset: Vec3 = (0.0, 0.0, 0.0), rotat
     return revolve(profile, offset, rotation)
 
 
-def arc_profile(radius: float, start: float, end: float, centre: tuple[float, float] = (0.0, 0.0), steps: int = 16) -> list[tuple[float, float]]:
+def arc_profile(
+    radius: float, start: float, end: float, centre: tuple[float, float] = (0.0, 0.0), steps: int = 16
+) -> list[tuple[float, float]]:
     """Points of a circle arc in the (radius, y) plane, angles in radians from the +radius axis."""
     angles = np.linspace(start, end, steps + 1)
     return [(centre[0] + radius * math.cos(a), centre[1] + radius * math.sin(a)) for a in angles]
@@ -198,8 +216,13 @@ def sphere(radius: float, offset: Vec3 = (0.0, 0.0, 0.0), lower: bool = True, up
     return revolve(profile, offset)
 
 
-def torus(major: float, minor: float, offset: Vec3 = (0.0, 0.0, 0.0), rotation: Array | None = None,
-          theta: tuple[float, float] = (0.0, 2 * math.pi)) -> Part:
+def torus(
+    major: float,
+    minor: float,
+    offset: Vec3 = (0.0, 0.0, 0.0),
+    rotation: Array | None = None,
+    theta: tuple[float, float] = (0.0, 2 * math.pi),
+) -> Part:
     """A torus about y (ring radius ``major``, tube radius ``minor``), or a sector of it."""
     return revolve(arc_profile(minor, -math.pi, math.pi, centre=(major, 0.0), steps=20), offset, rotation, theta)
 
@@ -220,9 +243,11 @@ SHAPES: dict[str, Builder] = {}
 
 def shape(name: str) -> Callable[[Builder], Builder]:
     """Decorator: register a builder in :data:`SHAPES` under ``name``."""
+
     def register(builder: Builder) -> Builder:
         SHAPES[name] = builder
         return builder
+
     return register
 
 
@@ -231,8 +256,9 @@ def _j(rng: np.random.Generator, value: float, spread: float = 0.15) -> float:
     return value * rng.uniform(1 - spread, 1 + spread)
 
 
-def _legs(half_x: float, half_z: float, height: float, thickness: float, y_top: float,
-          round_legs: bool = False) -> list[Part]:
+def _legs(
+    half_x: float, half_z: float, height: float, thickness: float, y_top: float, round_legs: bool = False
+) -> list[Part]:
     """Four open-ended legs of ``height`` at (±half_x, ±half_z) whose tops are at ``y_top``."""
     parts = []
     for sx in (-1, 1):
@@ -358,7 +384,9 @@ def _stool(rng):
     legs = []
     for k in range(3):
         a = 2 * math.pi * k / 3
-        legs.append(cylinder(0.035, h, (0.75 * r * math.cos(a), h / 2, 0.75 * r * math.sin(a)), top=False, bottom=False))
+        legs.append(
+            cylinder(0.035, h, (0.75 * r * math.cos(a), h / 2, 0.75 * r * math.sin(a)), top=False, bottom=False)
+        )
     return [cylinder(r, 0.08, (0, h + 0.04, 0))] + legs
 
 
@@ -495,7 +523,8 @@ def _car(rng):
     length, width = _j(rng, 2.0, 0.1), _j(rng, 0.9, 0.1)
     wheels = [
         cylinder(0.2, 0.12, (sx * (width / 2), 0.2, sz * length * 0.32), rot_z(math.pi / 2))
-        for sx in (-1, 1) for sz in (-1, 1)
+        for sx in (-1, 1)
+        for sz in (-1, 1)
     ]
     return [box((width, 0.35, length), (0, 0.4, 0)), box((width * 0.85, 0.3, length * 0.5), (0, 0.72, -0.05))] + wheels
 
@@ -514,7 +543,11 @@ def _sofa(rng):
 @shape("door")
 def _door(rng):
     w, h = _j(rng, 0.9, 0.1), 2.0
-    return [box((w, h, 0.06), (0, h / 2, 0)), sphere(0.06, (w * 0.38, h * 0.48, 0.09)), sphere(0.06, (w * 0.38, h * 0.48, -0.09))]
+    return [
+        box((w, h, 0.06), (0, h / 2, 0)),
+        sphere(0.06, (w * 0.38, h * 0.48, 0.09)),
+        sphere(0.06, (w * 0.38, h * 0.48, -0.09)),
+    ]
 
 
 @shape("monitor")
@@ -600,8 +633,10 @@ def _desk(rng):
 def _pillow(rng):
     # a sphere squashed into a flat cushion: the anisotropy is in the profile, so sampling stays uniform
     thickness = _j(rng, 0.3, 0.15)
-    profile = [(max(math.cos(a), 0.0), thickness * math.sin(a) * (1 - 0.3 * math.cos(a) ** 2))
-               for a in np.linspace(-math.pi / 2, math.pi / 2, 25)]
+    profile = [
+        (max(math.cos(a), 0.0), thickness * math.sin(a) * (1 - 0.3 * math.cos(a) ** 2))
+        for a in np.linspace(-math.pi / 2, math.pi / 2, 25)
+    ]
     return [revolve(profile)]
 
 
@@ -640,7 +675,7 @@ def sample_shape(name: str, count: int, rng: np.random.Generator) -> tuple[Array
     areas = np.array([part.primitive.area for part in parts])
     counts = rng.multinomial(count, areas / areas.sum())
     points, normals = [], []
-    for part, part_count in zip(parts, counts):
+    for part, part_count in zip(parts, counts, strict=True):
         if part_count == 0:
             continue
         p, n = part.primitive.sample(int(part_count), rng)

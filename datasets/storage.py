@@ -42,8 +42,16 @@ def load_pickle(path: Path) -> Any:
     try:
         with open(path, "rb") as handle:
             return pickle.load(handle)
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, AttributeError, ImportError,
-            IndexError) as error:
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        ImportError,
+        IndexError,
+    ) as error:
         raise DataError(
             f"{path}: cannot unpickle ({type(error).__name__}: {error}); the file is truncated or "
             "corrupt, delete it and re-create or re-download it"

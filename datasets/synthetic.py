@@ -34,8 +34,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .classes import SCANOBJECTNN_CLASSES
 from backbones.errors import DataError
+
+from .classes import SCANOBJECTNN_CLASSES
 from .modelnet40 import SHAPE_NAMES_FILE, build_dat_cache
 from .scanobjectnn import VARIANTS, scanobjectnn_relative_path
 from .shapes import SHAPES, box, rot_x, rot_y, rot_z, sample_shape
@@ -46,9 +47,21 @@ INFO_FILE = "synthetic_info.json"
 
 # Official ScanObjectNN label name -> procedural look-alike.
 SCANOBJECTNN_SHAPES: dict[str, str] = {
-    "bag": "bag", "bin": "bin", "box": "cube", "cabinet": "cabinet", "chair": "chair",
-    "desk": "desk", "display": "monitor", "door": "door", "shelf": "shelf", "table": "table",
-    "bed": "bed", "pillow": "pillow", "sink": "sink", "sofa": "sofa", "toilet": "toilet",
+    "bag": "bag",
+    "bin": "bin",
+    "box": "cube",
+    "cabinet": "cabinet",
+    "chair": "chair",
+    "desk": "desk",
+    "display": "monitor",
+    "door": "door",
+    "shelf": "shelf",
+    "table": "table",
+    "bed": "bed",
+    "pillow": "pillow",
+    "sink": "sink",
+    "sofa": "sofa",
+    "toilet": "toilet",
 }
 # The ModelNet40 layout's classes: every library shape, the look-alikes of the ScanObjectNN
 # set that resemble another shape (bag~cube, bin~pipe, cabinet~cube, capsule~cylinder,
@@ -107,8 +120,9 @@ def _choose(points: np.ndarray, count: int, rng: np.random.Generator) -> np.ndar
     return points[rng.choice(len(points), size=count, replace=replace)]
 
 
-def background_points(obj: np.ndarray, count: int, rng: np.random.Generator, crop_low: np.ndarray,
-                      crop_high: np.ndarray) -> np.ndarray:
+def background_points(
+    obj: np.ndarray, count: int, rng: np.random.Generator, crop_low: np.ndarray, crop_high: np.ndarray
+) -> np.ndarray:
     """Background around an object: a floor patch, maybe a wall, a few clutter boxes.
 
     All inside the crop box [crop_low, crop_high] (as ScanObjectNN keeps what lies in the
@@ -117,12 +131,20 @@ def background_points(obj: np.ndarray, count: int, rng: np.random.Generator, cro
     floor_y = obj[:, 1].min()
     (x0, _, z0), (x1, y1, z1) = crop_low, crop_high
     pieces: list[tuple[float, object]] = []
-    pieces.append(((x1 - x0) * (z1 - z0), lambda n: np.column_stack(
-        [rng.uniform(x0, x1, n), np.full(n, floor_y), rng.uniform(z0, z1, n)])))
+    pieces.append(
+        (
+            (x1 - x0) * (z1 - z0),
+            lambda n: np.column_stack([rng.uniform(x0, x1, n), np.full(n, floor_y), rng.uniform(z0, z1, n)]),
+        )
+    )
     if rng.random() < 0.5:
         wall_z = z0 if rng.random() < 0.5 else z1
-        pieces.append(((x1 - x0) * (y1 - floor_y), lambda n: np.column_stack(
-            [rng.uniform(x0, x1, n), rng.uniform(floor_y, y1, n), np.full(n, wall_z)])))
+        pieces.append(
+            (
+                (x1 - x0) * (y1 - floor_y),
+                lambda n: np.column_stack([rng.uniform(x0, x1, n), rng.uniform(floor_y, y1, n), np.full(n, wall_z)]),
+            )
+        )
     for _ in range(rng.integers(0, 3)):
         size = rng.uniform(0.1, 0.35, size=3)
         centre = np.array([rng.uniform(x0, x1), floor_y + size[1] / 2, rng.uniform(z0, z1)])
@@ -130,12 +152,13 @@ def background_points(obj: np.ndarray, count: int, rng: np.random.Generator, cro
         pieces.append((clutter.area, lambda n, mesh=clutter, c=centre: mesh.sample(n, rng)[0] + c))
     areas = np.array([area for area, _ in pieces])
     counts = rng.multinomial(count, areas / areas.sum())
-    out = [sampler(int(n)) for (_, sampler), n in zip(pieces, counts) if n > 0]
+    out = [sampler(int(n)) for (_, sampler), n in zip(pieces, counts, strict=True) if n > 0]
     return np.clip(np.concatenate(out), crop_low, crop_high)
 
 
-def scan_variants(shape: str, num_points: int, rng: np.random.Generator, variants: Iterable[str],
-                  background: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def scan_variants(
+    shape: str, num_points: int, rng: np.random.Generator, variants: Iterable[str], background: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One scanned object in each requested variant: ``{variant: (points (n, 3), mask (n,))}``.
 
     ``mask`` is 1 for object points and 0 for background. The object comes from ``rng``; each
@@ -147,7 +170,7 @@ def scan_variants(shape: str, num_points: int, rng: np.random.Generator, variant
     centre, extent = (low + high) / 2, high - low
     out = {}
     # one child generator per known variant, so a variant's content does not depend on which others are written
-    children = dict(zip(VARIANTS, rng.spawn(len(VARIANTS))))
+    children = dict(zip(VARIANTS, rng.spawn(len(VARIANTS)), strict=True))
     for variant in variants:
         variant_rng = children[variant]
         obj = surface
@@ -184,9 +207,15 @@ def _sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_IDS[split], index])
 
 
-def write_scanobjectnn(out: Path, num_train: int, num_test: int, seed: int,
-                       variants: Iterable[str] = tuple(VARIANTS), background: bool = True,
-                       num_points: int = SCAN_POINTS) -> list[Path]:
+def write_scanobjectnn(
+    out: Path,
+    num_train: int,
+    num_test: int,
+    seed: int,
+    variants: Iterable[str] = tuple(VARIANTS),
+    background: bool = True,
+    num_points: int = SCAN_POINTS,
+) -> list[Path]:
     """Write the ScanObjectNN layout (15 classes) under ``out``; return the written h5 files."""
     variants = tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -219,8 +248,15 @@ def _format_rows(rows: np.ndarray) -> str:
     return (line * len(rows)) % tuple(rows.ravel())
 
 
-def write_modelnet40(out: Path, num_train: int, num_test: int, seed: int, num_points: int = MODELNET_POINTS,
-                     num_classes: int = 40, write_cache: bool = True) -> list[Path]:
+def write_modelnet40(
+    out: Path,
+    num_train: int,
+    num_test: int,
+    seed: int,
+    num_points: int = MODELNET_POINTS,
+    num_classes: int = 40,
+    write_cache: bool = True,
+) -> list[Path]:
     """Write the ``modelnet40_normal_resampled`` text layout (and its .dat caches) into ``out``."""
     if not 2 <= num_classes <= len(MODELNET40_SHAPES):
         raise DataError(f"num_classes must be in 2..{len(MODELNET40_SHAPES)}, got {num_classes}")

@@ -18,9 +18,7 @@ def check_clouds(points: np.ndarray, path: Path | str, channels: tuple[int, ...]
     points = np.asarray(points)
     expected = " or ".join(str(c) for c in channels)
     if points.ndim != 3 or points.shape[-1] not in channels:
-        raise DataError(
-            f"{path}: point data has shape {points.shape}, expected (samples, points, {expected})"
-        )
+        raise DataError(f"{path}: point data has shape {points.shape}, expected (samples, points, {expected})")
     if points.shape[0] == 0 or points.shape[1] == 0:
         raise DataError(f"{path}: holds no points (shape {points.shape})")
     if not np.issubdtype(points.dtype, np.number):

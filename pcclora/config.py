@@ -155,8 +155,7 @@ def _check_override_type(dotted: str, old: Any, new: Any) -> Any:
     elif isinstance(old, type(new)) or isinstance(new, type(old)):
         return new
     raise ConfigError(
-        f"--set {dotted}={new!r}: expected {_type_name(old)} like the current value {old!r}, "
-        f"got {_type_name(new)}"
+        f"--set {dotted}={new!r}: expected {_type_name(old)} like the current value {old!r}, got {_type_name(new)}"
     )
 
 
@@ -184,7 +183,9 @@ def apply_override(config: dict[str, Any], reference: Mapping[str, Any], text: s
         dotted = ".".join(path[: depth + 1])
         if not isinstance(node_ref, Mapping) or part not in node_ref:
             valid = _dotted_keys(reference)
-            raise UnknownNameError(f"--set {text!r}: unknown config key {dotted!r}{did_you_mean('.'.join(path), valid)}")
+            raise UnknownNameError(
+                f"--set {text!r}: unknown config key {dotted!r}{did_you_mean('.'.join(path), valid)}"
+            )
         node_ref = node_ref[part]
     if isinstance(node_ref, Mapping):
         raise ConfigError(f"--set {text!r}: {'.'.join(path)!r} is a section; set one of its keys instead")
@@ -265,7 +266,9 @@ def check_run_numbers(config: Mapping[str, Any]) -> None:
         value = config[section][key]
         if value < low or (value == low and not inclusive):
             bound = f">= {low}" if inclusive else f"> {low}"
-            raise ConfigError(f"{dotted} must be {bound}, got {value} (set it in the config or with --set {dotted}=...)")
+            raise ConfigError(
+                f"{dotted} must be {bound}, got {value} (set it in the config or with --set {dotted}=...)"
+            )
     num_classes = config["backbone"]["num_classes"]
     if num_classes is not None and num_classes < 1:
         raise ConfigError(

@@ -40,7 +40,7 @@ def render_table(
     def line(cells: Sequence[str]) -> str:
         padded = [
             cell.ljust(width) if index < left_columns else cell.rjust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths))
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(padded).rstrip()
 

@@ -15,14 +15,31 @@ import numpy as np
 
 from pcclora.config import load_config
 
-TINY_BACKBONE = ["backbone.trans_dim=32", "backbone.depth=2", "backbone.num_heads=2", "backbone.num_group=16",
-                 "backbone.group_size=8", "backbone.encoder_dims=32", "backbone.drop_path_rate=0.0"]
-TINY_TRAINING = ["training.batch_size=8", "training.test_batch_size=16", "training.max_epoch=0",
-                 "training.profile=false", "training.tensorboard=false", "scheduler.warmup_epochs=1",
-                 "scheduler.epochs=4", "peft.rank=2", "peft.num_bases=2"]
+TINY_BACKBONE = [
+    "backbone.trans_dim=32",
+    "backbone.depth=2",
+    "backbone.num_heads=2",
+    "backbone.num_group=16",
+    "backbone.group_size=8",
+    "backbone.encoder_dims=32",
+    "backbone.drop_path_rate=0.0",
+]
+TINY_TRAINING = [
+    "training.batch_size=8",
+    "training.test_batch_size=16",
+    "training.max_epoch=0",
+    "training.profile=false",
+    "training.tensorboard=false",
+    "scheduler.warmup_epochs=1",
+    "scheduler.epochs=4",
+    "peft.rank=2",
+    "peft.num_bases=2",
+]
 
 
-def class_clouds(num_samples: int, num_points: int, num_classes: int, seed: int, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def class_clouds(
+    num_samples: int, num_points: int, num_classes: int, seed: int, channels: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """(S, P, channels) float32 ellipsoid surfaces whose axis ratios depend on the class, (S,) labels."""
     rng = np.random.default_rng(seed)
     labels = np.arange(num_samples) % num_classes
@@ -66,7 +83,7 @@ def write_fewshot(root: Path, way: int = 5, shot: int = 2, fold: int = 0, num_po
     content: dict[str, Any] = {}
     for split, per_class, seed in (("train", shot, 4), ("test", 20, 5)):
         points, labels = class_clouds(way * per_class, num_points, way, seed, channels=6)
-        content[split] = [(cloud, int(label), int(label) * 3) for cloud, label in zip(points, labels)]
+        content[split] = [(cloud, int(label), int(label) * 3) for cloud, label in zip(points, labels, strict=True)]
     with open(folder / f"{fold}.pkl", "wb") as stream:
         pickle.dump(content, stream)
     return root
@@ -77,5 +94,7 @@ def tiny_overrides(data_root: Path, npoints: int = 64, extra: list[str] | tuple[
     return [*TINY_BACKBONE, *TINY_TRAINING, f"dataset.root={data_root}", f"dataset.npoints={npoints}", *extra]
 
 
-def tiny_config(name: str, data_root: Path, npoints: int = 64, extra: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def tiny_config(
+    name: str, data_root: Path, npoints: int = 64, extra: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
     return load_config(name, tiny_overrides(data_root, npoints, extra))

@@ -67,9 +67,7 @@ class BlockStack(nn.Module):
 class PatchEncoder(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.first_conv = nn.Sequential(
-            nn.Conv1d(3, 16, 1), nn.BatchNorm1d(16), nn.ReLU(), nn.Conv1d(16, dim, 1)
-        )
+        self.first_conv = nn.Sequential(nn.Conv1d(3, 16, 1), nn.BatchNorm1d(16), nn.ReLU(), nn.Conv1d(16, dim, 1))
 
     def forward(self, neighborhood: torch.Tensor) -> torch.Tensor:
         """(B, G, k, 3) → (B, G, dim)."""
@@ -87,7 +85,11 @@ class TinyPointViT(nn.Module):
     head_module_names = ("cls_head_finetune",)
 
     def __init__(
-        self, dim: int = 32, depth: int = 2, num_heads: int = 2, num_classes: int = 5,
+        self,
+        dim: int = 32,
+        depth: int = 2,
+        num_heads: int = 2,
+        num_classes: int = 5,
         group_size: int = 4,
     ) -> None:
         super().__init__()
@@ -99,7 +101,10 @@ class TinyPointViT(nn.Module):
         self.blocks = BlockStack(dim, depth, num_heads)
         self.norm = nn.LayerNorm(dim)
         self.cls_head_finetune = nn.Sequential(
-            nn.Linear(2 * dim, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(2 * dim, 16),
+            nn.BatchNorm1d(16),
+            nn.ReLU(),
+            nn.Dropout(0.5),
             nn.Linear(16, num_classes),
         )
 

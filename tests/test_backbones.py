@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _backbone_helpers import point_bert_finetuned_shapes, point_mae_finetuned_shapes
 from torch import nn
 
 import backbones
@@ -20,8 +21,6 @@ from backbones import (
     list_backbones,
 )
 
-from _backbone_helpers import point_bert_finetuned_shapes, point_mae_finetuned_shapes
-
 TINY = dict(trans_dim=32, depth=2, num_heads=4, encoder_dims=32, num_group=8, group_size=8)
 
 
@@ -32,6 +31,7 @@ def _tiny(name: str = "point_mae", num_classes: int = 5, **kw) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # zoo and full-size module tree
 # --------------------------------------------------------------------------------------------
+
 
 def test_zoo_lists_both_official_backbones():
     assert {"point_mae", "point_bert"} <= set(list_backbones())
@@ -96,6 +96,7 @@ def test_backbone_init_follows_the_official_recipe():
 # --------------------------------------------------------------------------------------------
 # forward contract
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["point_mae", "point_bert"])
 def test_forward_gives_logits_and_features(name):
@@ -183,6 +184,7 @@ def test_trainable_patch_embedding_keeps_autograd():
 # --------------------------------------------------------------------------------------------
 # user mistakes
 # --------------------------------------------------------------------------------------------
+
 
 def test_unknown_backbone_name_suggests_the_nearest():
     with pytest.raises(UnknownNameError, match="unknown backbone 'point_mea'.*did you mean 'point_mae'"):

@@ -30,7 +30,10 @@ TINY_ARGS = ["--set", *(f"{k}={v}" for k, v in TINY.items()), "--num-points", "2
 def run_tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "benchmark.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
 
 
@@ -100,14 +103,21 @@ def test_dense_sade_flops_match_the_analytic_count():
 
 def test_targets_are_met_missed_or_not_measured():
     results = {
-        "train": {m: {"step": {"median_s": s}} for m, s in
-                  {"full": 10.0, "lora": 5.0, "clora": 5.0, "clora+sade": 6.0}.items()},
+        "train": {
+            m: {"step": {"median_s": s}}
+            for m, s in {"full": 10.0, "lora": 5.0, "clora": 5.0, "clora+sade": 6.0}.items()
+        },
         "memory": {"full": {"peak_mib": 1000.0}, "clora": {"peak_mib": 700.0}},
-        "sade": {"flops_gram": 10, "flops_dense": 50_000, "rel_diff_float32": 0.0,
-                 "gram_forward_backward": {"median_s": 0.01}},
+        "sade": {
+            "flops_gram": 10,
+            "flops_dense": 50_000,
+            "rel_diff_float32": 0.0,
+            "gram_forward_backward": {"median_s": 0.01},
+        },
     }
-    status = {t["target"].split(" <=")[0].split(" >=")[0]: (t["status"], t["measured"])
-              for t in evaluate_targets(results)}
+    status = {
+        t["target"].split(" <=")[0].split(" >=")[0]: (t["status"], t["measured"]) for t in evaluate_targets(results)
+    }
     assert status["CLoRA+SADE step / full fine-tuning step"] == ("met", pytest.approx(0.6))
     assert status["CLoRA+SADE step / LoRA r=8 step"] == ("missed", pytest.approx(1.2))
     assert status["CLoRA peak training memory / full"] == ("missed", pytest.approx(0.7))

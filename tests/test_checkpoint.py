@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from backbones import CheckpointError, create_backbone, load_checkpoint
-from backbones.checkpoint import checkpoint_filter_fn
-
 from _backbone_helpers import (
     make_state_dict,
     point_bert_finetuned_shapes,
@@ -17,6 +13,9 @@ from _backbone_helpers import (
     point_mae_finetuned_shapes,
     point_mae_pretrain_shapes,
 )
+
+from backbones import CheckpointError, create_backbone, load_checkpoint
+from backbones.checkpoint import checkpoint_filter_fn
 
 TINY = dict(trans_dim=32, depth=2, num_heads=4, encoder_dims=32, num_group=8, group_size=8)
 
@@ -34,6 +33,7 @@ def _wrap(state: dict, container: str, module_prefix: bool) -> dict:
 # Full-size (12 × 384) models and official state dicts are built once per module: constructing
 # and filling 22M parameters dominates these tests. Every test loads a complete set of the tensors
 # it checks, so sharing the models between tests does not couple them.
+
 
 @pytest.fixture(scope="module")
 def point_mae_15():
@@ -63,6 +63,7 @@ def official_point_bert_finetuned():
 # official fine-tuned files load strictly
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("container", ["base_model", "model"])
 @pytest.mark.parametrize("module_prefix", [False, True])
 def test_official_point_mae_finetuned_layout_loads_strictly(
@@ -90,6 +91,7 @@ def test_official_point_bert_finetuned_layout_loads_strictly(
 # pre-training layouts: the documented loaded / missing / unexpected sets
 # --------------------------------------------------------------------------------------------
 
+
 def test_point_mae_pretrain_layout_loads_encoder_and_reports_decoder_as_unexpected(point_mae_15):
     shapes = point_mae_pretrain_shapes()
     assert len(shapes) == 209
@@ -98,7 +100,7 @@ def test_point_mae_pretrain_layout_loads_encoder_and_reports_decoder_as_unexpect
     report = load_checkpoint(point_mae_15, {"base_model": pretrain, "epoch": 300})
 
     head = {key for key in point_mae_finetuned_shapes(15) if key.startswith("cls_head_finetune.")}
-    decoder = {key[len("module."):] for key in point_mae_decoder_shapes("module.")}
+    decoder = {key[len("module.") :] for key in point_mae_decoder_shapes("module.")}
     assert report.layout == "point_mae_pretrain"
     assert len(report.loaded) == 156
     assert set(report.missing) == {"cls_token", "cls_pos"} | head
@@ -126,7 +128,9 @@ def test_point_bert_pretrain_layout_keeps_query_encoder_only(point_bert_40):
     assert not torch.equal(state["cls_token"], pretrain["transformer_k.cls_token"])
 
 
-@pytest.mark.parametrize("prefix, layout", [("ACT_encoder.", "act_pretrain"), ("GPT_Transformer.", "pointgpt_pretrain")])
+@pytest.mark.parametrize(
+    "prefix, layout", [("ACT_encoder.", "act_pretrain"), ("GPT_Transformer.", "pointgpt_pretrain")]
+)
 def test_related_pretrain_prefixes_are_stripped_and_loaded_non_strictly(prefix, layout):
     source = _tiny_mae()
     backbone = {k: v for k, v in source.state_dict().items() if not k.startswith(("cls_", "cls_head"))}
@@ -149,6 +153,7 @@ def test_filter_fn_strips_module_prefix_and_passes_plain_state_dicts_through():
 # --------------------------------------------------------------------------------------------
 # round trips through files
 # --------------------------------------------------------------------------------------------
+
 
 def test_exported_state_dict_reproduces_logits_in_eval_mode(tmp_path):
     torch.manual_seed(0)
@@ -179,6 +184,7 @@ def test_plain_state_dict_file_loads_strictly(tmp_path):
 # --------------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------------
+
 
 def test_missing_file_is_reported_with_its_path(tmp_path):
     path = tmp_path / "nope.pth"
@@ -214,7 +220,9 @@ def test_shape_mismatch_names_key_and_both_shapes_and_leaves_model_untouched():
     source = _tiny_mae(num_classes=40)
     model = _tiny_mae(num_classes=15)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"cls_head_finetune\.8\.weight: checkpoint \(40, 256\) vs model \(15, 256\)"):
+    with pytest.raises(
+        CheckpointError, match=r"cls_head_finetune\.8\.weight: checkpoint \(40, 256\) vs model \(15, 256\)"
+    ):
         load_checkpoint(model, {"base_model": source.state_dict()})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

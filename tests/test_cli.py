@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _engine_helpers import tiny_overrides, write_scanobjectnn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +36,9 @@ def run_in_process(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("tool", ["finetune", "test"])
 def test_help_works_from_another_folder(tool, tmp_path):
-    result = subprocess.run([sys.executable, str(TOOLS / f"{tool}.py"), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(TOOLS / f"{tool}.py"), "--help"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0
     assert "--cfg" in result.stdout and "--ckpt" in result.stdout
 
@@ -45,7 +46,9 @@ def test_help_works_from_another_folder(tool, tmp_path):
 def test_unknown_config_key_is_one_line_on_stderr_with_exit_code_2(tmp_path):
     result = subprocess.run(
         [sys.executable, str(TOOLS / "finetune.py"), "--cfg", "scanobjectnn_hardest", "--set", "trainig.seed=1"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -57,7 +60,10 @@ def test_unknown_config_key_is_one_line_on_stderr_with_exit_code_2(tmp_path):
     ("argv", "message"),
     [
         (["--cfg", "scanobjectnn_hardest", "--data-root", "{tmp}/nowhere"], "nowhere"),
-        (["--cfg", "scanobjectnn_hardest", "--data-root", "{scan}", "--ckpt", "{tmp}/pretrain.pth"], "pretrain.pth not found"),
+        (
+            ["--cfg", "scanobjectnn_hardest", "--data-root", "{scan}", "--ckpt", "{tmp}/pretrain.pth"],
+            "pretrain.pth not found",
+        ),
         (["--cfg", "nonexistent_config"], "packaged configs"),
         (["--output", "{tmp}/run", "--resume"], "last.pth not found"),
         (["--resume"], "--resume needs --output"),
@@ -85,8 +91,19 @@ def test_finetune_then_test_with_votes_and_export(tmp_path, capsys, monkeypatch)
     overrides = [o for o in tiny_overrides(scan) if not o.startswith("dataset.root")]
     code, out, _ = run_in_process(
         "finetune",
-        ["--cfg", "scanobjectnn_hardest.yaml", "--data-root", str(scan), "--seed", "3", "--output", "run",
-         "--export", "--set", *overrides],
+        [
+            "--cfg",
+            "scanobjectnn_hardest.yaml",
+            "--data-root",
+            str(scan),
+            "--seed",
+            "3",
+            "--output",
+            "run",
+            "--export",
+            "--set",
+            *overrides,
+        ],
         capsys,
     )
     assert code == 0
@@ -107,10 +124,30 @@ def test_two_processes_under_torchrun_with_gloo(tmp_path):
     overrides = [o for o in tiny_overrides(scan) if not o.startswith("dataset.root")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(TOOLS / "finetune.py"), "--cfg", "scanobjectnn_hardest", "--data-root", str(scan), "--output",
-         str(tmp_path / "ddp"), "--device", "cpu", "--set", *overrides, "training.max_epoch=1"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(TOOLS / "finetune.py"),
+            "--cfg",
+            "scanobjectnn_hardest",
+            "--data-root",
+            str(scan),
+            "--output",
+            str(tmp_path / "ddp"),
+            "--device",
+            "cpu",
+            "--set",
+            *overrides,
+            "training.max_epoch=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "processes 2" in result.stdout

@@ -98,8 +98,15 @@ def test_unknown_peft_key_is_reported_by_the_peft_schema(tmp_path):
 def test_set_overrides_parse_yaml_values_and_keep_types():
     config = load_config(
         "scanobjectnn_hardest",
-        ["training.seed=3", "optimizer.lr=1", "dataset.augment.rotate_y=true", "peft.method=lora", "peft.rank=16",
-         "peft.target_modules=[attn.qkv]", "backbone.depth=4"],
+        [
+            "training.seed=3",
+            "optimizer.lr=1",
+            "dataset.augment.rotate_y=true",
+            "peft.method=lora",
+            "peft.rank=16",
+            "peft.target_modules=[attn.qkv]",
+            "backbone.depth=4",
+        ],
     )
     assert config["training"]["seed"] == 3
     assert config["optimizer"]["lr"] == 1.0 and isinstance(config["optimizer"]["lr"], float)

@@ -38,6 +38,7 @@ SCAN_FILES = {
 # writers of the official layouts in miniature
 # --------------------------------------------------------------------------------------------
 
+
 def write_h5(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as handle:
@@ -58,14 +59,16 @@ def write_scanobjectnn(root: Path, samples: int = 20) -> dict[str, dict[str, np.
     for v, (variant, pattern) in enumerate(SCAN_FILES.items()):
         for s, (split, prefix) in enumerate((("train", "training"), ("test", "test"))):
             data, labels = scan_arrays(samples + s, seed=10 * v + s)
-            write_h5(root / pattern.format(split=prefix), data=data, label=labels,
-                     mask=np.ones(data.shape[:2], np.int32))
+            write_h5(
+                root / pattern.format(split=prefix), data=data, label=labels, mask=np.ones(data.shape[:2], np.int32)
+            )
             written[f"{variant}/{split}"] = data
     return written
 
 
-def write_modelnet_text(root: Path, classes: list[str], per_class: dict[str, int], points: int = 40,
-                        seed: int = 0) -> dict[str, list[np.ndarray]]:
+def write_modelnet_text(
+    root: Path, classes: list[str], per_class: dict[str, int], points: int = 40, seed: int = 0
+) -> dict[str, list[np.ndarray]]:
     """modelnet40_normal_resampled text layout; returns {split: clouds in id order}."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,7 @@ def write_modelnet_h5(root: Path, samples: int = 12, points: int = 32) -> dict[s
 # --------------------------------------------------------------------------------------------
 # ScanObjectNN
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", ["hardest", "objbg", "objonly"])
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -237,6 +241,7 @@ def test_not_an_h5_file_is_reported(tmp_path):
 # ModelNet40
 # --------------------------------------------------------------------------------------------
 
+
 def test_pc_normalize_centres_and_scales_into_the_unit_sphere():
     cloud = np.random.default_rng(0).normal(3.0, 5.0, size=(100, 3))
     normalised = pc_normalize(cloud)
@@ -295,7 +300,9 @@ def test_dat_files_alone_use_the_official_class_names(tmp_path):
 def test_auto_source_prefers_the_dat_cache_and_finds_nested_folders(tmp_path):
     folder = tmp_path / "ModelNet" / "modelnet40_normal_resampled"
     write_modelnet_text(folder, ["a", "b"], {"train": 1, "test": 1})
-    write_dat(folder / "modelnet40_test_8192pts_fps.dat", [np.ones((8, 6), np.float32) * [1, 2, 3, 0, 0, 1]] * 2, [1, 0])
+    write_dat(
+        folder / "modelnet40_test_8192pts_fps.dat", [np.ones((8, 6), np.float32) * [1, 2, 3, 0, 0, 1]] * 2, [1, 0]
+    )
     dataset = ModelNet40Dataset(tmp_path, "test")
     assert dataset.source == "dat" and dataset.npoints_available == 8 and dataset.class_names == ["a", "b"]
     assert [dataset[i][1] for i in range(2)] == [1, 0]
@@ -335,8 +342,12 @@ def test_interrupted_cache_write_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "dump", fail)
     with pytest.raises(KeyboardInterrupt):
         datasets.build_dat_cache(tmp_path, "train")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "modelnet40_shape_names.txt",
-                                                          "modelnet40_test.txt", "modelnet40_train.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a",
+        "modelnet40_shape_names.txt",
+        "modelnet40_test.txt",
+        "modelnet40_train.txt",
+    ]
 
 
 def test_truncated_dat_is_reported(tmp_path):
@@ -382,6 +393,7 @@ def test_h5_normals_asked_for_but_absent_are_reported(tmp_path):
 # --------------------------------------------------------------------------------------------
 # few-shot folds
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def fewshot_source(tmp_path):
@@ -445,20 +457,28 @@ def test_fewshot_errors(tmp_path, fewshot_source):
 # build_dataset
 # --------------------------------------------------------------------------------------------
 
+
 def test_unknown_dataset_name_lists_the_valid_ones(tmp_path):
-    with pytest.raises(UnknownNameError, match="unknown dataset 'shapenet'; choose one of scanobjectnn, modelnet40, modelnet40_fewshot"):
+    with pytest.raises(
+        UnknownNameError, match="unknown dataset 'shapenet'; choose one of scanobjectnn, modelnet40, modelnet40_fewshot"
+    ):
         build_dataset("shapenet", tmp_path, "train")
 
 
 def test_unknown_option_lists_the_valid_ones(tmp_path):
-    with pytest.raises(ToolkitError, match=r"unknown option\(s\) num_points for dataset 'modelnet40'; valid options: npoints, use_normals, source"):
+    with pytest.raises(
+        ToolkitError,
+        match=r"unknown option\(s\) num_points for dataset 'modelnet40'; valid options: npoints, use_normals, source",
+    ):
         build_dataset("modelnet40", tmp_path, "train", num_points=1024)
 
 
 def test_unknown_split_variant_and_source_are_reported(tmp_path):
     with pytest.raises(DatasetError, match="unknown split 'val'"):
         build_dataset("scanobjectnn", tmp_path, "val")
-    with pytest.raises(DatasetError, match="unknown ScanObjectNN variant 'pb_t50_rs'; choose one of hardest, objbg, objonly"):
+    with pytest.raises(
+        DatasetError, match="unknown ScanObjectNN variant 'pb_t50_rs'; choose one of hardest, objbg, objonly"
+    ):
         build_dataset("scanobjectnn", tmp_path, "train", variant="pb_t50_rs")
     with pytest.raises(DatasetError, match="unknown ModelNet40 source 'ply'"):
         build_dataset("modelnet40", tmp_path, "train", source="ply")

@@ -13,12 +13,12 @@ import math
 
 import pytest
 import torch
+from _engine_helpers import tiny_config, write_fewshot, write_modelnet40_dat, write_scanobjectnn
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import backbones
 import pcclora
-from _engine_helpers import tiny_config, write_fewshot, write_modelnet40_dat, write_scanobjectnn
 from pcclora.engine import evaluate_checkpoint, finetune, load_run_for_resume
 from pcclora.engine import runner as runner_module
 from pcclora.engine.checkpoint import read_run_checkpoint, save_atomic
@@ -28,8 +28,18 @@ from pcclora.engine.losses import classification_loss
 from pcclora.engine.metrics import Accuracy
 from pcclora.engine.trainer import NonFiniteLossError
 
-SUMMARY_KEYS = {"num_classes", "best_epoch", "best_oa", "best_macc", "last_oa", "last_macc", "params_total",
-                "params_trainable", "method", "status"}
+SUMMARY_KEYS = {
+    "num_classes",
+    "best_epoch",
+    "best_oa",
+    "best_macc",
+    "last_oa",
+    "last_macc",
+    "params_total",
+    "params_trainable",
+    "method",
+    "status",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +58,17 @@ def finished_run(scan_root, tmp_path_factory):
 
 def test_run_folder_holds_config_metrics_summary_plots_and_checkpoints(finished_run):
     output, config, summary = finished_run
-    for name in ("config.yaml", "log.txt", "metrics.csv", "summary.json", "curves.png", "confusion.png",
-                 "checkpoints/last.pth", "checkpoints/best.pth", "model_merged.pth"):
+    for name in (
+        "config.yaml",
+        "log.txt",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "confusion.png",
+        "checkpoints/last.pth",
+        "checkpoints/best.pth",
+        "model_merged.pth",
+    ):
         assert (output / name).is_file(), name
     written = json.loads((output / "summary.json").read_text())
     assert SUMMARY_KEYS | {"vote_oa"} <= set(written)
@@ -72,7 +91,9 @@ def test_checkpoint_holds_only_trained_tensors_and_resume_state(finished_run):
 
 
 def test_resume_after_an_interruption_ends_with_the_same_metrics_as_a_straight_run(scan_root, tmp_path):
-    straight = finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path / "a")
+    straight = finetune(
+        tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path / "a"
+    )
     finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1"]), output=tmp_path / "b")
     config, last = load_run_for_resume(tmp_path / "b", ["training.max_epoch=2"])
     resumed = finetune(config, output=tmp_path / "b", resume=last)
@@ -94,8 +115,13 @@ def test_export_loads_strictly_into_a_plain_backbone_with_the_same_logits(finish
     exported = torch.load(output / "model_merged.pth", map_location="cpu")
     assert list(exported) == ["base_model"]
     assert not any("lora" in key or "base_layer" in key for key in exported["base_model"])
-    sizes = {key: config["backbone"][key] for key in ("trans_dim", "depth", "num_heads", "num_group", "group_size", "encoder_dims")}
-    plain = backbones.create_backbone("point_mae", num_classes=15, checkpoint=output / "model_merged.pth", **sizes).eval()
+    sizes = {
+        key: config["backbone"][key]
+        for key in ("trans_dim", "depth", "num_heads", "num_group", "group_size", "encoder_dims")
+    }
+    plain = backbones.create_backbone(
+        "point_mae", num_classes=15, checkpoint=output / "model_merged.pth", **sizes
+    ).eval()
     assert backbones.load_checkpoint(plain, output / "model_merged.pth", strict=True).missing == []
     from pcclora.engine.model import build_model
 
@@ -134,7 +160,9 @@ def test_voting_averages_the_logits_of_the_votes_and_never_takes_a_maximum():
     model = _ScriptedLogits([[10.0, 0.0], [0.0, 6.0], [0.0, 6.0]])
     loader = DataLoader(TensorDataset(torch.rand(4, 80, 3), torch.ones(4, dtype=torch.long)), batch_size=4)
     augment = {"scale_low": 2 / 3, "scale_high": 1.5, "translate": 0.2}
-    accuracy = evaluate_votes(model, loader, 64, 2, 3, augment, torch.Generator().manual_seed(0), init_distributed("cpu"))
+    accuracy = evaluate_votes(
+        model, loader, 64, 2, 3, augment, torch.Generator().manual_seed(0), init_distributed("cpu")
+    )
     assert model.calls == 3
     assert accuracy.overall == 100.0
 
@@ -179,7 +207,11 @@ def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_pat
     ("config_name", "writer", "extra"),
     [
         ("modelnet40", write_modelnet40_dat, ["training.deterministic=true"]),
-        ("point_bert_modelnet40_fewshot", write_fewshot, ["dataset.shot=2", "peft.method=lora", "training.batch_size=5"]),
+        (
+            "point_bert_modelnet40_fewshot",
+            write_fewshot,
+            ["dataset.shot=2", "peft.method=lora", "training.batch_size=5"],
+        ),
         ("point_bert_scanobjectnn_objbg", None, ["peft.method=full", "dataset.augment.rotate_y=true"]),
     ],
 )

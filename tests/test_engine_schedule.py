@@ -13,8 +13,14 @@ from pcclora.engine.optim import build_optimizer, param_groups
 from pcclora.engine.schedule import build_schedule
 
 
-def reference_lr(t: int, lr: float = 5e-4, lr_min: float = 1e-6, warmup_t: int = 10, warmup_lr_init: float = 1e-6,
-                 t_initial: int = 300) -> float:
+def reference_lr(
+    t: int,
+    lr: float = 5e-4,
+    lr_min: float = 1e-6,
+    warmup_t: int = 10,
+    warmup_lr_init: float = 1e-6,
+    t_initial: int = 300,
+) -> float:
     """timm CosineLRScheduler._get_lr for the reference's arguments, written out by hand."""
     if t < warmup_t:
         return warmup_lr_init + t * (lr - warmup_lr_init) / warmup_t

@@ -87,8 +87,15 @@ def test_config_must_be_a_mapping():
 
 def test_lazy_package_exports_resolve():
     for name in (
-        "apply_peft", "sade_loss", "merge_adapters", "unmerge_adapters", "adapter_state_dict",
-        "load_adapter_state_dict", "export_merged_state_dict", "count_parameters",
-        "resolve_peft_config", "PEFT_METHODS",
+        "apply_peft",
+        "sade_loss",
+        "merge_adapters",
+        "unmerge_adapters",
+        "adapter_state_dict",
+        "load_adapter_state_dict",
+        "export_merged_state_dict",
+        "count_parameters",
+        "resolve_peft_config",
+        "PEFT_METHODS",
     ):
         assert getattr(pcclora, name) is getattr(pcclora.peft, name)

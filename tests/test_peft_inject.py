@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from _peft_helpers import TinyImageViT, build_tiny, make_points, randomize_adapters
 from torch import nn
 
-from _peft_helpers import TinyImageViT, build_tiny, make_points, randomize_adapters
 from pcclora.peft import (
     PeftConfigError,
     PeftStateError,
@@ -33,15 +33,13 @@ def test_clora_wraps_every_target_and_owns_bases_once():
     model = apply_peft(build_tiny(depth=2), {"rank": 2, "num_bases": 3})
     for i in range(2):
         block = model.blocks.blocks[i]
-        for layer, splits in ((block.attn.qkv, 3), (block.attn.proj, 1), (block.mlp.fc1, 1),
-                              (block.mlp.fc2, 1)):
+        for layer, splits in ((block.attn.qkv, 3), (block.attn.proj, 1), (block.mlp.fc1, 1), (block.mlp.fc2, 1)):
             assert isinstance(layer, CLoRALinear) and layer.num_splits == splits
     assert set(model.clora_bases.families) == {"32x32", "32x128", "128x32"}
     assert model.blocks.blocks[0].attn.qkv.family is model.blocks.blocks[1].attn.proj.family
     bank_keys = [k for k in model.state_dict() if "families" in k]
     assert sorted(bank_keys) == sorted(
-        f"clora_bases.families.{f}.{p}" for f in ("32x32", "32x128", "128x32")
-        for p in ("down", "up")
+        f"clora_bases.families.{f}.{p}" for f in ("32x32", "32x128", "128x32") for p in ("down", "up")
     )
     coefficient_keys = {k for k in _trainable(model) if k.endswith("coefficients")}
     assert _trainable(model) == HEAD_AND_EXTRAS | set(bank_keys) | coefficient_keys
@@ -82,8 +80,10 @@ def test_parameter_counts_follow_the_formula_and_partition_the_total():
     assert (groups["head"], groups["extras"], groups["lora"]) == (head, 2 * dim, 0)
     assert counts["total"] == plain_total + groups["bases"] + groups["coefficients"]
     assert sum(groups.values()) == counts["total"]
-    assert counts["trainable"] == counts["total"] - groups["frozen"] == sum(
-        p.numel() for p in model.parameters() if p.requires_grad
+    assert (
+        counts["trainable"]
+        == counts["total"] - groups["frozen"]
+        == sum(p.numel() for p in model.parameters() if p.requires_grad)
     )
     full = count_parameters(apply_peft(build_tiny(), {"method": "full"}))
     assert full["trainable"] == full["total"] == plain_total

@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
+from _peft_helpers import build_tiny, make_points, randomize_adapters
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from _peft_helpers import build_tiny, make_points, randomize_adapters
 from pcclora.peft import apply_peft, merge_adapters, unmerge_adapters
 from pcclora.peft.bases import BaseSpaceFamily
 from pcclora.peft.layers import CLoRALinear, LoRALinear
@@ -32,9 +32,7 @@ def _reference_clora_output(layer: CLoRALinear, x: torch.Tensor) -> torch.Tensor
     base = nn.functional.linear(x, layer.base_layer.weight, layer.base_layer.bias)
     parts = []
     for split in range(layer.num_splits):
-        update = sum(
-            x @ down[h] @ coefficients[split, h] @ up[h] for h in range(layer.num_bases)
-        )
+        update = sum(x @ down[h] @ coefficients[split, h] @ up[h] for h in range(layer.num_bases))
         parts.append(layer.scaling * update)
     return base + torch.cat(parts, dim=-1)
 
@@ -157,7 +155,10 @@ def test_forward_matmul_cost_is_the_factorised_one():
     d_in, d_split, rank, num_bases, splits, tokens = 24, 24, 2, 3, 3, 10
     family = BaseSpaceFamily(d_in, d_split, rank, num_bases)
     layer = CLoRALinear(
-        nn.Linear(d_in, splits * d_split, bias=False), family, num_splits=splits, alpha=2,
+        nn.Linear(d_in, splits * d_split, bias=False),
+        family,
+        num_splits=splits,
+        alpha=2,
         dropout=0.0,
     )
     x = torch.randn(tokens, d_in)
@@ -165,8 +166,7 @@ def test_forward_matmul_cost_is_the_factorised_one():
         layer(x)
     pr = num_bases * rank
     expected_macs = tokens * (
-        d_in * splits * d_split + d_in * pr + splits * num_bases * rank * rank
-        + splits * pr * d_split
+        d_in * splits * d_split + d_in * pr + splits * num_bases * rank * rank + splits * pr * d_split
     )
     assert counter.get_total_flops() == 2 * expected_macs
 
@@ -203,7 +203,11 @@ def test_training_step_builds_no_dense_update_matrix(method):
     else:
         family = BaseSpaceFamily(d, d, 2, 3, shared_coefficients=method == "clora_shared")
         layer = CLoRALinear(
-            linear, family, num_splits=3, alpha=2, dropout=0.1,
+            linear,
+            family,
+            num_splits=3,
+            alpha=2,
+            dropout=0.1,
             shared_coefficients=method == "clora_shared",
         )
     randomize_adapters(layer)

@@ -40,9 +40,7 @@ def _counts(model: torch.nn.Module, cfg: dict) -> dict:
 def test_default_clora_trains_434_191_parameters(point_mae):
     counts = _counts(point_mae, {})
     families = [(D, D, 4 * DEPTH), (D, 4 * D, DEPTH), (4 * D, D, DEPTH)]  # (d_in, d_out, m)
-    formula = sum(
-        BASES * RANK * (d_in + d_out) + m * BASES * RANK**2 for d_in, d_out, m in families
-    )
+    formula = sum(BASES * RANK * (d_in + d_out) + m * BASES * RANK**2 for d_in, d_out, m in families)
     groups = counts["groups"]
     assert groups["bases"] + groups["coefficients"] == formula == 165_888
     assert (groups["head"], groups["extras"]) == (HEAD, EXTRAS)
@@ -81,8 +79,7 @@ def test_default_clora_adapter_checkpoint_is_under_2_mb(point_mae):
     assert buffer.tell() < 2_000_000
 
 
-SMALL = {"trans_dim": 48, "depth": 2, "num_heads": 2, "encoder_dims": 48, "num_group": 8,
-         "group_size": 8}
+SMALL = {"trans_dim": 48, "depth": 2, "num_heads": 2, "encoder_dims": 48, "num_group": 8, "group_size": 8}
 
 
 def test_training_step_leaves_the_frozen_encoder_untouched():

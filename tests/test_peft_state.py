@@ -7,8 +7,8 @@ import io
 
 import pytest
 import torch
-
 from _peft_helpers import build_tiny, make_points, randomize_adapters
+
 from backbones.errors import CheckpointError
 from pcclora.peft import (
     PeftStateError,
@@ -39,10 +39,7 @@ def test_adapter_state_holds_exactly_the_trained_tensors_and_the_config():
     _, model = _fine_tuned()
     state = adapter_state_dict(model)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    head_buffers = {
-        f"cls_head_finetune.1.{leaf}"
-        for leaf in ("running_mean", "running_var", "num_batches_tracked")
-    }
+    head_buffers = {f"cls_head_finetune.1.{leaf}" for leaf in ("running_mean", "running_var", "num_batches_tracked")}
     assert set(state) == trainable | head_buffers | {"peft_config"}
     assert state["peft_config"] == model.peft_config
     assert not any(key.startswith(("encoder.", "pos_embed.", "norm.")) for key in state)

@@ -19,8 +19,10 @@ TINY_POINTS = 128
 # hand formulas, written from the layer shapes of the official models (docs/formats.md)
 # --------------------------------------------------------------------------------------------
 
-def expected_conv_linear_macs(*, num_group, group_size, trans_dim, depth, encoder_dims, num_classes,
-                              mlp_ratio=4, bert=False):
+
+def expected_conv_linear_macs(
+    *, num_group, group_size, trans_dim, depth, encoder_dims, num_classes, mlp_ratio=4, bert=False
+):
     """Conv1d/Linear multiply-adds of one cloud through Point-MAE (or Point-BERT)."""
     d = trans_dim
     per_point = 3 * 128 + 128 * 256 + 512 * 512 + 512 * encoder_dims  # the two 1x1-conv stages
@@ -54,6 +56,7 @@ def expected_norm_macs(*, num_group, group_size, trans_dim, depth, bert=False):
 # --------------------------------------------------------------------------------------------
 # full-size backbones (one forward each, shared by the tests that read it)
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def point_mae_2048():
@@ -102,6 +105,7 @@ def test_point_bert_2048_points_128_groups_gives_4_504_gflops():
 # --------------------------------------------------------------------------------------------
 # tiny backbones
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def tiny_model():
@@ -217,6 +221,7 @@ def test_fvcore_agrees_when_installed(tiny_model):
 # --------------------------------------------------------------------------------------------
 # tokenizer estimate, compute figures, latency
 # --------------------------------------------------------------------------------------------
+
 
 def test_tokenizer_estimate_for_the_scanobjectnn_setting():
     fps = 10 * 127 * 2048

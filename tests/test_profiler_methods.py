@@ -22,17 +22,29 @@ D, DEPTH, GROUPS, NPOINTS = 32, 2, 16, 128
 TOKENS = GROUPS + 1  # cls token + one per group
 RANK, BASES = 2, 3
 TINY_SET = [
-    f"backbone.trans_dim={D}", f"backbone.encoder_dims={D}", f"backbone.depth={DEPTH}", "backbone.num_heads=4",
-    f"backbone.num_group={GROUPS}", "backbone.group_size=8", f"dataset.npoints={NPOINTS}",
-    f"peft.rank={RANK}", f"peft.num_bases={BASES}",
+    f"backbone.trans_dim={D}",
+    f"backbone.encoder_dims={D}",
+    f"backbone.depth={DEPTH}",
+    "backbone.num_heads=4",
+    f"backbone.num_group={GROUPS}",
+    "backbone.group_size=8",
+    f"dataset.npoints={NPOINTS}",
+    f"peft.rank={RANK}",
+    f"peft.num_bases={BASES}",
 ]
 
 
 def tiny_backbone():
     torch.manual_seed(0)
     return backbones.create_backbone(
-        "point_mae", num_classes=15, trans_dim=D, encoder_dims=D, depth=DEPTH, num_heads=4,
-        num_group=GROUPS, group_size=8,
+        "point_mae",
+        num_classes=15,
+        trans_dim=D,
+        encoder_dims=D,
+        depth=DEPTH,
+        num_heads=4,
+        num_group=GROUPS,
+        group_size=8,
     )
 
 
@@ -54,6 +66,7 @@ def backbone_count(points):
 # adapter compute, from the shapes (pcclora.peft.layers: x·D once per input for all p bases,
 # block-diagonal r×r coefficients per split and base, then one (p·r → d_out) product per split)
 # --------------------------------------------------------------------------------------------
+
 
 def clora_macs_per_token(d, hidden, p, r):
     """(d_in, d_out, splits) of every target layer of a block; a fused qkv is three (d, d) layers."""
@@ -106,6 +119,7 @@ def test_profile_is_exported_from_the_package():
 # the command
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tool():
     spec = importlib.util.spec_from_file_location("profile_flops_tool", TOOL)
@@ -139,8 +153,22 @@ def test_json_is_one_object_per_method_with_raw_counts(tool, capsys, points, bac
 
 
 def test_table_lists_measured_merged_and_published_rows_and_latency(tool, capsys):
-    argv = ["--cfg", "scanobjectnn_hardest", "--method", "linear", "lora", "--set", *TINY_SET,
-            "--batch-sizes", "1", "2", "--warmup", "0", "--repeats", "1"]
+    argv = [
+        "--cfg",
+        "scanobjectnn_hardest",
+        "--method",
+        "linear",
+        "lora",
+        "--set",
+        *TINY_SET,
+        "--batch-sizes",
+        "1",
+        "2",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+    ]
     assert tool.main(argv) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -190,7 +218,10 @@ def test_unknown_method_is_refused_by_the_command_line(tool, capsys):
 def test_the_script_runs_standalone_and_reports_errors_without_traceback():
     result = subprocess.run(
         [sys.executable, str(TOOL), "--cfg", "no_such_config", "--json"],
-        capture_output=True, text=True, cwd=ROOT.parent, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: config 'no_such_config' not found")

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from _peft_helpers import build_tiny, make_points, randomize_adapters
 from torch.utils.flop_counter import FlopCounterMode
 
-from _peft_helpers import build_tiny, make_points, randomize_adapters
 from pcclora.peft import apply_peft, sade_loss
 from pcclora.peft.sade import branch_similarity, branch_similarity_dense, sade_loss_dense, sade_loss_dense_macs
 
@@ -37,9 +37,7 @@ def test_gram_sade_equals_dense_reference(d_in, d_out, rank, num_bases, normaliz
 
 @pytest.mark.parametrize("normalized", (True, False))
 def test_model_sade_is_the_mean_over_all_layers(normalized):
-    model = apply_peft(
-        build_tiny().double(), {"rank": 2, "num_bases": 3, "sade_normalized": normalized}
-    )
+    model = apply_peft(build_tiny().double(), {"rank": 2, "num_bases": 3, "sade_normalized": normalized})
     randomize_adapters(model)
     got, expected = sade_loss(model), sade_loss_dense(model, normalized=normalized)
     assert got.shape == () and abs(got - expected) <= 1e-8 * abs(expected)
@@ -85,9 +83,7 @@ def test_sade_lies_in_unit_interval_and_reaches_one_for_identical_branches():
         randomize_adapters(model, seed=seed)
         assert 0.0 < sade_loss(model).item() < 1.0
     down, up, coefficients = _random_family(16, 24, 2, 1, layers=2, seed=1)
-    identical = branch_similarity(
-        down.expand(4, -1, -1), up.expand(4, -1, -1), coefficients.expand(-1, 4, -1, -1)
-    )
+    identical = branch_similarity(down.expand(4, -1, -1), up.expand(4, -1, -1), coefficients.expand(-1, 4, -1, -1))
     torch.testing.assert_close(identical, torch.ones(2, dtype=torch.float64), rtol=1e-9, atol=0)
     assert (identical <= 1.0).all()
 

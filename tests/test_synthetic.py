@@ -28,7 +28,9 @@ def read_h5(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def scan_root(tmp_path_factory) -> Path:
-    return make_synthetic("scanobjectnn", tmp_path_factory.mktemp("so"), num_train=45, num_test=30, seed=3, num_points=128)
+    return make_synthetic(
+        "scanobjectnn", tmp_path_factory.mktemp("so"), num_train=45, num_test=30, seed=3, num_points=128
+    )
 
 
 def test_scanobjectnn_layout_reads_back_in_every_variant(scan_root):
@@ -71,8 +73,9 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, scan_root):
 
 
 def test_a_variant_written_alone_equals_the_same_variant_written_with_the_others(tmp_path, scan_root):
-    alone = make_synthetic("scanobjectnn", tmp_path, num_train=45, num_test=30, seed=3, num_points=128,
-                           variants=["objonly"])
+    alone = make_synthetic(
+        "scanobjectnn", tmp_path, num_train=45, num_test=30, seed=3, num_points=128, variants=["objonly"]
+    )
     name = "main_split_nobg/test_objectdataset.h5"
     np.testing.assert_array_equal(read_h5(alone / name)["data"], read_h5(scan_root / name)["data"])
     assert not (alone / "main_split").exists()
@@ -85,7 +88,9 @@ def test_modelnet40_layout_has_text_files_and_dat_cache(tmp_path):
     first_id = (root / "modelnet40_train.txt").read_text().split()[0]
     rows = (root / first_id.rsplit("_", 1)[0] / f"{first_id}.txt").read_text().splitlines()
     assert len(rows) == 64 and len(rows[0].split(",")) == 6
-    assert (root / "modelnet40_train_8192pts_fps.dat").is_file() and (root / "modelnet40_test_8192pts_fps.dat").is_file()
+    assert (root / "modelnet40_train_8192pts_fps.dat").is_file() and (
+        root / "modelnet40_test_8192pts_fps.dat"
+    ).is_file()
     dataset = build_dataset("modelnet40", root, "train", use_normals=True, npoints=32)
     assert dataset.source == "dat" and dataset.class_names == names and len(dataset) == 10
     points, label = dataset[0]
@@ -146,11 +151,47 @@ def load_cli():
 
 def test_cli_writes_layouts_and_folds(tmp_path, capsys):
     cli = load_cli()
-    assert cli.main(["--format", "modelnet40", "--out", str(tmp_path / "mn"), "--num-train", "6", "--num-test", "6",
-                     "--num-points", "32", "--num-classes", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "--format",
+                "modelnet40",
+                "--out",
+                str(tmp_path / "mn"),
+                "--num-train",
+                "6",
+                "--num-test",
+                "6",
+                "--num-points",
+                "32",
+                "--num-classes",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "wrote synthetic modelnet40 (6 train + 6 test samples)" in capsys.readouterr().out
-    assert cli.main(["--format", "modelnet40_fewshot", "--source", str(tmp_path / "mn"), "--out", str(tmp_path / "fs"),
-                     "--ways", "2", "--shots", "1", "--folds", "2", "--eval-samples", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "--format",
+                "modelnet40_fewshot",
+                "--source",
+                str(tmp_path / "mn"),
+                "--out",
+                str(tmp_path / "fs"),
+                "--ways",
+                "2",
+                "--shots",
+                "1",
+                "--folds",
+                "2",
+                "--eval-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "wrote 2 fold files" in capsys.readouterr().out
     fold = build_dataset("modelnet40_fewshot", tmp_path / "fs", "test", way=2, shot=1, fold=1)
     assert len(fold) == 4 and set(fold.class_names) <= set(MODELNET40_SHAPES[:3])
@@ -158,9 +199,19 @@ def test_cli_writes_layouts_and_folds(tmp_path, capsys):
 
 def test_cli_reports_errors_in_one_line_without_traceback(tmp_path):
     failed = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--format", "modelnet40_fewshot",
-         "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "tools" / "make_synthetic.py"),
+            "--format",
+            "modelnet40_fewshot",
+            "--source",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert failed.returncode == 2 and failed.stderr.startswith("error: the ModelNet40 root")
     assert "Traceback" not in failed.stderr
@@ -169,6 +220,7 @@ def test_cli_reports_errors_in_one_line_without_traceback(tmp_path):
 # --------------------------------------------------------------------------------------------
 # learnability
 # --------------------------------------------------------------------------------------------
+
 
 class TinyPointNet(nn.Module):
     """Shared per-point MLP, max pool, MLP head: (B, N, 3) -> (B, classes)."""
@@ -204,8 +256,9 @@ def train_tiny_pointnet(root: Path, variant: str, npoints: int, epochs: int, see
 
 
 def test_a_tiny_pointnet_learns_the_synthetic_classes_well_above_chance(tmp_path):
-    root = make_synthetic("scanobjectnn", tmp_path, num_train=300, num_test=150, seed=0, num_points=128,
-                          variants=["objonly"])
+    root = make_synthetic(
+        "scanobjectnn", tmp_path, num_train=300, num_test=150, seed=0, num_points=128, variants=["objonly"]
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matmuls: one thread is faster, and fair to a busy machine
     try:

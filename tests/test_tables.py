@@ -12,8 +12,11 @@ def test_names_left_figures_right_and_a_rule_under_the_header():
 
 def test_left_columns_rules_before_rows_and_no_trailing_spaces():
     text = render_table(
-        ["method", "model", "GMACs"], [["lora", "train", "0.121"], ["IDPT", "published", "7.10"]],
-        left_columns=2, header_rule=False, rules_before={1},
+        ["method", "model", "GMACs"],
+        [["lora", "train", "0.121"], ["IDPT", "published", "7.10"]],
+        left_columns=2,
+        header_rule=False,
+        rules_before={1},
     )
     assert text.splitlines() == [
         "method  model      GMACs",

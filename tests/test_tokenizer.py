@@ -33,6 +33,7 @@ def _squared_distances64(query: torch.Tensor, points: torch.Tensor, idx: torch.T
 # FPS
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("num_points, num_samples", [(300, 40), (1024, 64), (100, 100)])
 def test_fps_equals_the_loop_reference_and_starts_at_index_0(num_points, num_samples):
     points = _cloud(num_points=num_points)
@@ -60,6 +61,7 @@ def test_fps_of_all_points_is_a_permutation():
 # --------------------------------------------------------------------------------------------
 # kNN
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("num_queries, k", [(40, 16), (37, 32)])  # 37: a partial distance block
 def test_knn_finds_the_reference_neighbours_with_exact_distances(num_queries, k):
@@ -96,6 +98,7 @@ def test_fused_fps_knn_equals_separate_fps_then_knn(num_points, num_group, group
 # grouping
 # --------------------------------------------------------------------------------------------
 
+
 def test_group_points_gives_centred_neighbourhoods_in_fps_order():
     points = _cloud(num_points=400)
     neighborhood, center = group_points(points, 32, 16, backend="torch")
@@ -113,7 +116,7 @@ def test_group_points_gives_centred_neighbourhoods_in_fps_order():
 def test_group_module_matches_the_function():
     points = _cloud(num_points=100)
     group = Group(8, 4)
-    for got, want in zip(group(points), group_points(points, 8, 4)):
+    for got, want in zip(group(points), group_points(points, 8, 4), strict=True):
         assert torch.equal(got, want)
     assert "num_group=8" in repr(group)
 
@@ -127,6 +130,7 @@ def test_double_precision_input_keeps_its_dtype():
 # --------------------------------------------------------------------------------------------
 # pytorch3d backend
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(not pytorch3d_available(), reason="pytorch3d is not installed")
 def test_pytorch3d_backend_equals_torch_backend():
@@ -150,6 +154,7 @@ def test_asking_for_pytorch3d_without_it_is_a_clear_error():
 # errors
 # --------------------------------------------------------------------------------------------
 
+
 def test_unknown_backend_lists_the_valid_ones():
     with pytest.raises(UnknownNameError, match="unknown tokenizer backend 'cuda'.*torch"):
         group_points(_cloud(), 4, 4, backend="cuda")
@@ -157,7 +162,11 @@ def test_unknown_backend_lists_the_valid_ones():
 
 @pytest.mark.parametrize(
     "points, message",
-    [(torch.randn(2, 50, 4), r"\(B, N, 3\)"), (torch.randn(50, 3), r"\(B, N, 3\)"), (torch.ones(2, 50, 3, dtype=torch.long), "floating")],
+    [
+        (torch.randn(2, 50, 4), r"\(B, N, 3\)"),
+        (torch.randn(50, 3), r"\(B, N, 3\)"),
+        (torch.ones(2, 50, 3, dtype=torch.long), "floating"),
+    ],
 )
 def test_bad_point_tensors_are_rejected(points, message):
     with pytest.raises(InputShapeError, match=message):

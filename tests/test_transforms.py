@@ -52,7 +52,9 @@ def test_rotate_y_keeps_height_and_distances_and_turns_normals():
     torch.testing.assert_close(out[..., 3:].norm(dim=-1), points[..., 3:].norm(dim=-1))
     angle_xyz = torch.atan2(out[:, 0, 2], out[:, 0, 0]) - torch.atan2(points[:, 0, 2], points[:, 0, 0])
     angle_normal = torch.atan2(out[:, 0, 5], out[:, 0, 3]) - torch.atan2(points[:, 0, 5], points[:, 0, 3])
-    torch.testing.assert_close(torch.remainder(angle_xyz - angle_normal + math.pi, 2 * math.pi), torch.full((256,), math.pi))
+    torch.testing.assert_close(
+        torch.remainder(angle_xyz - angle_normal + math.pi, 2 * math.pi), torch.full((256,), math.pi)
+    )
     # angles spread over the whole circle
     turned = torch.remainder(angle_xyz, 2 * math.pi)
     assert turned.min() < 0.3 and turned.max() > 2 * math.pi - 0.3

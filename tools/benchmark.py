@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``python tools/benchmark.py`` from a checkout = the ``pcclora-benchmark`` command (pcclora/cli/benchmark.py)."""
+"""The ``pcclora-benchmark`` command from a checkout, without installing (pcclora/cli/benchmark.py)."""
 
 import sys
 from pathlib import Path

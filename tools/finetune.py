@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``python tools/finetune.py`` from a checkout = the ``pcclora-finetune`` command (pcclora/cli/finetune.py)."""
+"""The ``pcclora-finetune`` command from a checkout, without installing (pcclora/cli/finetune.py)."""
 
 import sys
 from pathlib import Path

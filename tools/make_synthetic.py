@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``python tools/make_synthetic.py`` from a checkout = the ``pcclora-make-synthetic`` command (pcclora/cli/make_synthetic.py)."""
+"""The ``pcclora-make-synthetic`` command from a checkout (pcclora/cli/make_synthetic.py)."""
 
 import sys
 from pathlib import Path

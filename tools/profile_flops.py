@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``python tools/profile_flops.py`` from a checkout = the ``pcclora-profile`` command (pcclora/cli/profile_flops.py)."""
+"""The ``pcclora-profile`` command from a checkout, without installing (pcclora/cli/profile_flops.py)."""
 
 import sys
 from pathlib import Path

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``python tools/test.py`` from a checkout = the ``pcclora-test`` command (pcclora/cli/test.py)."""
+"""The ``pcclora-test`` command from a checkout, without installing (pcclora/cli/test.py)."""
 
 import sys
 from pathlib import Path

@@ -48,9 +48,7 @@ def lean_path_report(
         keeps for backward), ``sdpa_attention`` (every block uses fused attention).
     """
     grad_mode_in_encoder: list[bool] = []
-    hook = model.encoder.register_forward_hook(
-        lambda *_: grad_mode_in_encoder.append(torch.is_grad_enabled())
-    )
+    hook = model.encoder.register_forward_hook(lambda *_: grad_mode_in_encoder.append(torch.is_grad_enabled()))
     meter = _SavedTensorMeter(model)
     try:
         with torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda t: t):
@@ -64,7 +62,9 @@ def lean_path_report(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     state_numel = sum(
-        value.numel() for state in optimizer.state.values() for value in state.values()
+        value.numel()
+        for state in optimizer.state.values()
+        for value in state.values()
         if torch.is_tensor(value) and value.ndim > 0
     )
     attentions = [m for m in model.modules() if isinstance(m, Attention)]

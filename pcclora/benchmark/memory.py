@@ -128,9 +128,7 @@ _CHILD_CODE = (
 LIVE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
-def measure_in_fresh_process(
-    settings: BenchmarkSettings, method: str, extra_env: Mapping[str, str]
-) -> dict[str, Any]:
+def measure_in_fresh_process(settings: BenchmarkSettings, method: str, extra_env: Mapping[str, str]) -> dict[str, Any]:
     """:func:`measure_training_memory` of ``method`` in a new Python process; its figures.
 
     The child gets this environment without any ``MALLOC_*`` variable, plus ``extra_env``

@@ -44,56 +44,100 @@ def format_report(results: Mapping[str, Any]) -> str:
             m = dig(results, "memory", method) or {}
             ratio_t = ratio(t, full_step)
             ratio_m = ratio(m.get("peak_mib"), full_peak)
-            rows.append([
-                method,
-                f"{lean['trainable_params']:,}" if lean else "-",
-                _fmt_ms(t),
-                "-" if ratio_t is None else f"{ratio_t:.2f}",
-                "-" if not m else f"{m['peak_mib']:.0f}",
-                "-" if ratio_m is None else f"{ratio_m:.2f}",
-                "-" if not m else f"{m['peak_above_build_mib']:.0f}",
-                "-" if not m else f"{m['peak_absolute_mib']:.0f}",
-                "-" if "default_malloc" not in m else f"{m['default_malloc']['peak_mib']:.0f}",
-                "-" if not lean else f"{lean['saved_activations_mib']:.0f}",
-                "-" if not lean else f"{lean['optimizer_state_numel']:,}",
-                "-" if not lean else ("on" if lean["patch_embedding_grad_enabled"] else "off"),
-            ])
+            rows.append(
+                [
+                    method,
+                    f"{lean['trainable_params']:,}" if lean else "-",
+                    _fmt_ms(t),
+                    "-" if ratio_t is None else f"{ratio_t:.2f}",
+                    "-" if not m else f"{m['peak_mib']:.0f}",
+                    "-" if ratio_m is None else f"{ratio_m:.2f}",
+                    "-" if not m else f"{m['peak_above_build_mib']:.0f}",
+                    "-" if not m else f"{m['peak_absolute_mib']:.0f}",
+                    "-" if "default_malloc" not in m else f"{m['default_malloc']['peak_mib']:.0f}",
+                    "-" if not lean else f"{lean['saved_activations_mib']:.0f}",
+                    "-" if not lean else f"{lean['optimizer_state_numel']:,}",
+                    "-" if not lean else ("on" if lean["patch_embedding_grad_enabled"] else "off"),
+                ]
+            )
         kind = next((v["kind"] for v in (memory or {}).values() if isinstance(v, Mapping)), "-")
-        parts += ["", f"Training step (memory: {kind}, fresh process per method)", render_table(
-            ["method", "trainable", "step ms", "x full", "peak MiB", "x full", "above build MiB", "absolute MiB", "glibc default MiB",
-             "saved act MiB", "optim state", "embed grad"], rows)]
-        parts.append("peak MiB = peak above the imported runtime (weights + grads + optimizer + activations); "
-                     "above build = peak minus the resident set after model/optimizer build; absolute = the "
-                     "process's whole peak (runtime included); on CPU all with "
-                     "MALLOC_MMAP_THRESHOLD_=65536 (resident set follows live tensors), 'glibc default' = the "
-                     "same peak with glibc's default settings.")
+        parts += [
+            "",
+            f"Training step (memory: {kind}, fresh process per method)",
+            render_table(
+                [
+                    "method",
+                    "trainable",
+                    "step ms",
+                    "x full",
+                    "peak MiB",
+                    "x full",
+                    "above build MiB",
+                    "absolute MiB",
+                    "glibc default MiB",
+                    "saved act MiB",
+                    "optim state",
+                    "embed grad",
+                ],
+                rows,
+            ),
+        ]
+        parts.append(
+            "peak MiB = peak above the imported runtime (weights + grads + optimizer + activations); "
+            "above build = peak minus the resident set after model/optimizer build; absolute = the "
+            "process's whole peak (runtime included); on CPU all with "
+            "MALLOC_MMAP_THRESHOLD_=65536 (resident set follows live tensors), 'glibc default' = the "
+            "same peak with glibc's default settings."
+        )
     infer = results.get("infer")
     if infer:
         plain = infer["plain"]["median_s"]
-        rows = [[name, _fmt_ms(infer[name]["median_s"]), f"{infer[name]['median_s'] / plain:.3f}"]
-                for name in ("plain", "clora_unmerged", "clora_merged")]
+        rows = [
+            [name, _fmt_ms(infer[name]["median_s"]), f"{infer[name]['median_s'] / plain:.3f}"]
+            for name in ("plain", "clora_unmerged", "clora_merged")
+        ]
         count = len(infer["plain"]["runs_s"])
-        parts += ["", f"Inference forward (eval, no grad, tokenizer included; median of {count})",
-                  render_table(["model", "latency ms", "x plain"], rows),
-                  f"merged vs un-merged max |logit diff|: {infer['merged_vs_unmerged_max_abs_logit_diff']:.2e}"]
+        parts += [
+            "",
+            f"Inference forward (eval, no grad, tokenizer included; median of {count})",
+            render_table(["model", "latency ms", "x plain"], rows),
+            f"merged vs un-merged max |logit diff|: {infer['merged_vs_unmerged_max_abs_logit_diff']:.2e}",
+        ]
     tok = results.get("tokenizer")
     if tok:
-        rows = [[b, _fmt_ms(v["median_s"]) if v["available"] else "not importable"]
-                for b, v in tok.items() if isinstance(v, Mapping)]
+        rows = [
+            [b, _fmt_ms(v["median_s"]) if v["available"] else "not importable"]
+            for b, v in tok.items()
+            if isinstance(v, Mapping)
+        ]
         parts += ["", "Tokenizer (FPS + kNN grouping)", render_table(["backend", "time ms"], rows)]
     sade = results.get("sade")
     if sade:
         rows = [
-            ["Gram (pcclora.sade_loss)", f"{sade['flops_gram']:,}", _fmt_ms(sade["gram_forward"]["median_s"]),
-             _fmt_ms(sade["gram_forward_backward"]["median_s"]), f"{sade['value_gram']:.9g}"],
-            ["dense B_h = D_h Q_h U_h", f"{sade['flops_dense']:,}", _fmt_ms(sade["dense_forward"]["median_s"]),
-             "-", f"{sade['value_dense']:.9g}"],
+            [
+                "Gram (pcclora.sade_loss)",
+                f"{sade['flops_gram']:,}",
+                _fmt_ms(sade["gram_forward"]["median_s"]),
+                _fmt_ms(sade["gram_forward_backward"]["median_s"]),
+                f"{sade['value_gram']:.9g}",
+            ],
+            [
+                "dense B_h = D_h Q_h U_h",
+                f"{sade['flops_dense']:,}",
+                _fmt_ms(sade["dense_forward"]["median_s"]),
+                "-",
+                f"{sade['value_dense']:.9g}",
+            ],
         ]
-        parts += ["", "SADE regulariser at the default shapes (random adapters)",
-                  render_table(["form", "FLOPs (fwd)", "fwd ms", "fwd+bwd ms", "value"], rows),
-                  f"dense FLOPs analytic {sade['flops_dense_analytic']:,}; relative difference float32 "
-                  f"{sade['rel_diff_float32']:.1e}, float64 {sade['rel_diff_float64']:.1e}"]
-    rows = [[t["target"], "-" if t["measured"] is None else f"{t['measured']:.4g}", t["status"]]
-            for t in results["targets"]]
+        parts += [
+            "",
+            "SADE regulariser at the default shapes (random adapters)",
+            render_table(["form", "FLOPs (fwd)", "fwd ms", "fwd+bwd ms", "value"], rows),
+            f"dense FLOPs analytic {sade['flops_dense_analytic']:,}; relative difference float32 "
+            f"{sade['rel_diff_float32']:.1e}, float64 {sade['rel_diff_float64']:.1e}",
+        ]
+    rows = [
+        [t["target"], "-" if t["measured"] is None else f"{t['measured']:.4g}", t["status"]] for t in results["targets"]
+    ]
     parts += ["", "Targets", render_table(["target", "measured", "status"], rows)]
     return "\n".join(parts)

@@ -104,7 +104,8 @@ def bench_tokenizer(settings: BenchmarkSettings) -> dict[str, Any]:
     num_group, group_size = settings.model["num_group"], settings.model["group_size"]
     calls = {
         backend: (lambda b=backend: group_points(points, num_group, group_size, backend=b))
-        for backend in BACKENDS if backend in usable
+        for backend in BACKENDS
+        if backend in usable
     }
     times = round_robin_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
     result: dict[str, Any] = {}
@@ -205,6 +206,7 @@ def bench_memory(settings: BenchmarkSettings) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # the whole run
 # ----------------------------------------------------------------------------------------------
+
 
 def environment_info(settings: BenchmarkSettings) -> dict[str, Any]:
     """Where the figures come from: versions, threads, CPU or GPU name, load."""

@@ -80,9 +80,7 @@ class BenchmarkSettings:
         """Raise :class:`BenchmarkError` for settings that cannot run."""
         unknown = [m for m in self.methods if m not in METHOD_CONFIGS]
         if unknown or not self.methods:
-            raise BenchmarkError(
-                f"unknown or no benchmark method(s) {unknown}; choose among {', '.join(METHODS)}"
-            )
+            raise BenchmarkError(f"unknown or no benchmark method(s) {unknown}; choose among {', '.join(METHODS)}")
         bad = [s for s in self.sections if s not in SECTIONS]
         if bad or not self.sections:
             raise BenchmarkError(f"unknown or no section(s) {bad}; choose among {', '.join(SECTIONS)}")

@@ -43,24 +43,63 @@ def evaluate_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     p3d_tok = dig(results, "tokenizer", "pytorch3d", "median_s")
 
     rows = [
-        ("CLoRA+SADE step / full fine-tuning step", ratio(step("clora+sade"), step("full")), "<=", 0.70,
-         "median step times, same run"),
-        ("CLoRA+SADE step / LoRA r=8 step", ratio(step("clora+sade"), step("lora")), "<=", 1.10,
-         "median step times, same run"),
-        ("CLoRA peak training memory / full", ratio(peak("clora"), peak("full")), "<=", 0.60,
-         "peak memory above the imported runtime, fresh process per method"),
-        ("merged CLoRA latency / plain backbone", ratio(latency("clora_merged"), latency("plain")), "<=", 1.02,
-         "median forward latency, same run"),
-        ("un-merged CLoRA latency / plain backbone", ratio(latency("clora_unmerged"), latency("plain")), "<=",
-         1.15, "median forward latency, same run"),
-        ("SADE FLOPs dense / Gram", ratio(flops_dense, flops_gram), ">=", 1000.0,
-         "FlopCounterMode, forward"),
-        ("SADE value |Gram - dense| / |dense| (float32)", dig(results, "sade", "rel_diff_float32"), "<=", 1e-6,
-         "pcclora.sade_loss vs the dense reference"),
-        ("SADE (Gram, fwd+bwd) time / CLoRA step", ratio(sade_time, step("clora")), "<=", 0.02,
-         "median times, same run"),
-        ("tokenizer torch time / pytorch3d time", ratio(torch_tok, p3d_tok), "<=", 1.0,
-         "median FPS+kNN grouping time" + ("" if p3d_tok is not None else "; pytorch3d not importable here")),
+        (
+            "CLoRA+SADE step / full fine-tuning step",
+            ratio(step("clora+sade"), step("full")),
+            "<=",
+            0.70,
+            "median step times, same run",
+        ),
+        (
+            "CLoRA+SADE step / LoRA r=8 step",
+            ratio(step("clora+sade"), step("lora")),
+            "<=",
+            1.10,
+            "median step times, same run",
+        ),
+        (
+            "CLoRA peak training memory / full",
+            ratio(peak("clora"), peak("full")),
+            "<=",
+            0.60,
+            "peak memory above the imported runtime, fresh process per method",
+        ),
+        (
+            "merged CLoRA latency / plain backbone",
+            ratio(latency("clora_merged"), latency("plain")),
+            "<=",
+            1.02,
+            "median forward latency, same run",
+        ),
+        (
+            "un-merged CLoRA latency / plain backbone",
+            ratio(latency("clora_unmerged"), latency("plain")),
+            "<=",
+            1.15,
+            "median forward latency, same run",
+        ),
+        ("SADE FLOPs dense / Gram", ratio(flops_dense, flops_gram), ">=", 1000.0, "FlopCounterMode, forward"),
+        (
+            "SADE value |Gram - dense| / |dense| (float32)",
+            dig(results, "sade", "rel_diff_float32"),
+            "<=",
+            1e-6,
+            "pcclora.sade_loss vs the dense reference",
+        ),
+        (
+            "SADE (Gram, fwd+bwd) time / CLoRA step",
+            ratio(sade_time, step("clora")),
+            "<=",
+            0.02,
+            "median times, same run",
+        ),
+        (
+            "tokenizer torch time / pytorch3d time",
+            ratio(torch_tok, p3d_tok),
+            "<=",
+            1.0,
+            "median FPS+kNN grouping time" + ("" if p3d_tok is not None else "; pytorch3d not importable here"),
+        ),
     ]
     targets = []
     for name, measured, comparison, limit, how in rows:
@@ -70,6 +109,14 @@ def evaluate_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             status = "met" if measured <= limit else "missed"
         else:
             status = "met" if measured >= limit else "missed"
-        targets.append({"target": f"{name} {comparison} {limit:g}", "measured": measured, "limit": limit,
-                        "comparison": comparison, "status": status, "how": how})
+        targets.append(
+            {
+                "target": f"{name} {comparison} {limit:g}",
+                "measured": measured,
+                "limit": limit,
+                "comparison": comparison,
+                "status": status,
+                "how": how,
+            }
+        )
     return targets

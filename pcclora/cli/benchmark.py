@@ -50,15 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--batch-size", type=int, help="clouds per step (default: 32 on cuda, 8 on cpu)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per figure, median reported (default: 5 cpu, 20 cuda)")
-    parser.add_argument("--infer-repeats", type=int, help="timed forward passes per model in 'infer' (default: 3 x repeats)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed repeats per figure, median reported (default: 5 cpu, 20 cuda)"
+    )
+    parser.add_argument(
+        "--infer-repeats", type=int, help="timed forward passes per model in 'infer' (default: 3 x repeats)"
+    )
     parser.add_argument("--warmup", type=int, help="untimed repeats first (default: 1 cpu, 3 cuda)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
-                        help=f"sections to run, among {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        metavar="SECTION",
+        help=f"sections to run, among {', '.join(SECTIONS)} (default: all)",
+    )
     parser.add_argument("--num-points", type=int, default=2048, help="N, points per cloud")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="backbone size overrides, e.g. depth=2 trans_dim=32 (official config names)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="backbone size overrides, e.g. depth=2 trans_dim=32 (official config names)",
+    )
     parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)

@@ -32,10 +32,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     synthetic.add_argument("--num-train", type=int, default=600, help="train samples (default 600)")
     synthetic.add_argument("--num-test", type=int, default=150, help="test samples (default 150)")
     synthetic.add_argument("--num-points", type=int, default=None, help="points per sample (default 2048)")
-    synthetic.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                           help="ScanObjectNN variants to write (default: all three)")
-    synthetic.add_argument("--no-background", dest="background", action="store_false",
-                           help="no background points in objbg/hardest")
+    synthetic.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="ScanObjectNN variants to write (default: all three)",
+    )
+    synthetic.add_argument(
+        "--no-background", dest="background", action="store_false", help="no background points in objbg/hardest"
+    )
     synthetic.add_argument("--num-classes", type=int, default=40, help="modelnet40 only: classes, 2..47 (default 40)")
     fewshot = parser.add_argument_group("modelnet40_fewshot")
     fewshot.add_argument("--source", type=Path, help="ModelNet40 folder to draw the folds from")
@@ -59,15 +65,32 @@ def write(args: argparse.Namespace) -> str:
     if args.format == "modelnet40_fewshot":
         if args.source is None:
             raise ConfigError("--format modelnet40_fewshot needs --source, the ModelNet40 folder to draw folds from")
-        written = make_fewshot_folds(args.source, args.out, ways=args.ways, shots=args.shots, folds=args.folds,
-                                     seed=args.seed, eval_samples=args.eval_samples)
+        written = make_fewshot_folds(
+            args.source,
+            args.out,
+            ways=args.ways,
+            shots=args.shots,
+            folds=args.folds,
+            seed=args.seed,
+            eval_samples=args.eval_samples,
+        )
         return f"wrote {len(written)} fold files under {args.out} in {time.perf_counter() - start:.1f} s"
-    out = make_synthetic(args.format, args.out, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                         num_points=args.num_points, variants=args.variants, background=args.background,
-                         num_classes=args.num_classes)
+    out = make_synthetic(
+        args.format,
+        args.out,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        seed=args.seed,
+        num_points=args.num_points,
+        variants=args.variants,
+        background=args.background,
+        num_classes=args.num_classes,
+    )
     total = args.num_train + args.num_test
-    return (f"wrote synthetic {args.format} ({args.num_train} train + {args.num_test} test samples) to {out} "
-            f"in {time.perf_counter() - start:.1f} s ({total / (time.perf_counter() - start):.0f} samples/s)")
+    return (
+        f"wrote synthetic {args.format} ({args.num_train} train + {args.num_test} test samples) to {out} "
+        f"in {time.perf_counter() - start:.1f} s ({total / (time.perf_counter() - start):.0f} samples/s)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,22 +41,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cfg", required=True, help="packaged config name (scanobjectnn_hardest.yaml) or a path")
-    parser.add_argument("--method", nargs="+", choices=PEFT_METHODS, default=list(DEFAULT_METHODS), metavar="M",
-                        help=f"methods among {', '.join(PEFT_METHODS)} (default: {' '.join(DEFAULT_METHODS)})")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="config overrides, e.g. peft.rank=4 dataset.npoints=1024 backbone.num_group=64")
+    parser.add_argument(
+        "--method",
+        nargs="+",
+        choices=PEFT_METHODS,
+        default=list(DEFAULT_METHODS),
+        metavar="M",
+        help=f"methods among {', '.join(PEFT_METHODS)} (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="config overrides, e.g. peft.rank=4 dataset.npoints=1024 backbone.num_group=64",
+    )
     parser.add_argument("--device", default="cpu", help="device of the latency measurement: cpu or cuda[:N]")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list, one object per method (raw counts; no latency)")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON list, one object per method (raw counts; no latency)"
+    )
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
-    parser.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
-                        help="show the published figures under the measured ones (default: on)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32], metavar="B",
-                        help="latency batch sizes (default: 1 32)")
+    parser.add_argument(
+        "--published",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show the published figures under the measured ones (default: on)",
+    )
+    parser.add_argument(
+        "--batch-sizes", nargs="+", type=int, default=[1, 32], metavar="B", help="latency batch sizes (default: 1 32)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes per batch size (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per batch size; the median is shown")
-    parser.add_argument("--max-seconds", type=float, default=5.0,
-                        help="stop timing a batch size after this many seconds (at least one pass; default: 5)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=5.0,
+        help="stop timing a batch size after this many seconds (at least one pass; default: 5)",
+    )
     return parser.parse_args(argv)
 
 

@@ -26,8 +26,12 @@ from pcclora.cli.common import add_config_arguments, run_tool
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, cfg_required=False)
-    parser.add_argument("--ckpt", required=True, help="run checkpoint (<run>/checkpoints/best.pth) or official fine-tuned file")
-    parser.add_argument("--votes", type=int, default=0, metavar="N", help="also report N-vote averaging (10 is usual); 0 = off")
+    parser.add_argument(
+        "--ckpt", required=True, help="run checkpoint (<run>/checkpoints/best.pth) or official fine-tuned file"
+    )
+    parser.add_argument(
+        "--votes", type=int, default=0, metavar="N", help="also report N-vote averaging (10 is usual); 0 = off"
+    )
     parser.add_argument("--export", metavar="PATH", help="write the merged model as {'base_model': state_dict} to PATH")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
@@ -57,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"checkpoint {result['checkpoint']} ({result['method']}{epoch}), {result['num_samples']} test samples")
     print(f"OA {result['oa']:.2f}  mAcc {result['macc']:.2f}")
     if "vote_oa" in result:
-        print(f"voting ({result['votes']} votes, logits averaged, one run): OA {result['vote_oa']:.2f}  mAcc {result['vote_macc']:.2f}")
+        print(
+            f"voting ({result['votes']} votes, logits averaged, one run): "
+            f"OA {result['vote_oa']:.2f}  mAcc {result['vote_macc']:.2f}"
+        )
     if "export" in result:
         print(f"exported the merged model to {result['export']}")
     return 0

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
@@ -20,7 +19,6 @@ from backbones.errors import ConfigError
 from datasets import DATASETS, build_dataset, get_dataset_spec, make_synthetic
 from pcclora.engine.distributed import DistributedContext
 from pcclora.engine.seeding import derive_seed
-
 
 
 @dataclass
@@ -74,8 +72,7 @@ def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = pri
     options = spec.options_from_config(dataset_cfg)
     if dataset_cfg["root"] is None:
         raise ConfigError(
-            f"no data folder for {name}: pass --data-root DIR (or set dataset.root); "
-            f"it should hold the {spec.source}"
+            f"no data folder for {name}: pass --data-root DIR (or set dataset.root); it should hold the {spec.source}"
         )
     root = Path(str(dataset_cfg["root"])).expanduser()  # str(): YAML reads a bare number as an int
     ensure_synthetic(dataset_cfg, root, log)

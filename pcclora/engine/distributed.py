@@ -52,7 +52,9 @@ def init_distributed(device_name: str) -> DistributedContext:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
             owns_group = True
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns_group)
+    return DistributedContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns_group
+    )
 
 
 def shutdown_distributed(context: DistributedContext) -> None:

@@ -27,7 +27,7 @@ class Accuracy:
     confusion: torch.Tensor
 
     @classmethod
-    def from_confusion(cls, confusion: torch.Tensor) -> "Accuracy":
+    def from_confusion(cls, confusion: torch.Tensor) -> Accuracy:
         """OA = trace / total; mAcc = mean over the classes present in the labels of their recall."""
         confusion = confusion.to(torch.float64)
         total = confusion.sum()
@@ -39,6 +39,6 @@ class Accuracy:
         return cls(overall=overall, mean_class=mean_class, confusion=confusion.to(torch.int64))
 
     @classmethod
-    def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> "Accuracy":
+    def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Accuracy:
         """From predicted and true class indices, both (M,)."""
         return cls.from_confusion(confusion_matrix(predictions, labels, num_classes))

@@ -11,10 +11,9 @@ from torch import nn
 
 from backbones import create_backbone, load_checkpoint
 from backbones.errors import CheckpointError
-from pcclora.engine.seeding import MODEL_INIT_STREAM, derive_seed
 from pcclora.config import size_overrides
+from pcclora.engine.seeding import MODEL_INIT_STREAM, derive_seed
 from pcclora.peft import apply_peft
-
 
 CHECKPOINT_SOURCES = (
     "Point-MAE pretrain.pth: https://github.com/Pang-Yatian/Point-MAE (README, 'Pretrained Models'); "

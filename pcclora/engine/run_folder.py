@@ -17,7 +17,17 @@ from typing import Any
 from backbones.errors import ConfigError
 from pcclora.config import dump_config
 
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_sade", "train_acc", "test_oa", "test_macc", "epoch_seconds")
+METRIC_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_ce",
+    "train_sade",
+    "train_acc",
+    "test_oa",
+    "test_macc",
+    "epoch_seconds",
+)
 
 
 class RunFolder:
@@ -115,7 +125,9 @@ def check_export_path(path: Path | str) -> None:
         ConfigError: ``path`` is a directory, or a file is in the way of its folder.
     """
     if Path(path).is_dir():
-        raise ConfigError(f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}")
+        raise ConfigError(
+            f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}"
+        )
     _check_no_file_in_the_way(Path(path), Path(path).parents, "--export")
 
 

@@ -22,7 +22,6 @@ from pcclora.config import check_run_numbers, config_from_dict
 from pcclora.engine.checkpoint import (
     export_merged,
     is_run_checkpoint,
-    load_run_for_resume,
     read_checkpoint_file,
     run_checkpoint_state,
     save_atomic,
@@ -55,6 +54,7 @@ from pcclora.engine.trainer import train_one_epoch
 from pcclora.peft import count_parameters, load_adapter_state_dict
 from pcclora.profiling import profile
 
+
 def _configure_device(config: dict[str, Any], context: DistributedContext, log: Callable[[str], None]) -> None:
     """Deterministic kernels when asked (undone by :func:`finetune` at the end); AMP only on CUDA."""
     training = config["training"]
@@ -65,7 +65,9 @@ def _configure_device(config: dict[str, Any], context: DistributedContext, log: 
         training["amp"] = False
 
 
-def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, log: Callable[[str], None]) -> dict[str, Any]:
+def _log_model(
+    model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Log parameter counts (and compute figures when ``training.profile``); return the counts."""
     counts = count_parameters(model)
     share = 100.0 * counts["trainable"] / max(counts["total"], 1)
@@ -87,7 +89,9 @@ def _log_model(model: nn.Module, config: dict[str, Any], data: RunData, context:
 
 def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
     """A tqdm bar on the main process' console (silent when stderr is not a terminal)."""
-    bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True)
+    bar = tqdm(
+        total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True
+    )
 
     def update(index: int, num_batches: int, loss: float) -> None:
         bar.update(1)
@@ -164,7 +168,10 @@ def _finetune(
     root = Path(all_gather_objects(str(root), context)[0])  # one folder name for every rank
     run = RunFolder(root, active=context.is_main, use_tensorboard=config["training"]["tensorboard"])
     run.write_config(config)
-    run.log(f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, processes {context.world_size})")
+    run.log(
+        f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, "
+        f"processes {context.world_size})"
+    )
     for message in early_messages:
         run.log(message, echo=False)
 
@@ -197,9 +204,19 @@ def _finetune(
             lr = schedule.apply(optimizer, epoch)
             loader = train_loader(data.train, training["batch_size"], seed, epoch, context, training["num_workers"])
             stats = train_one_epoch(
-                model, core, loader, optimizer, config, generator, context, epoch, _progress_bar(context, epoch, len(loader))
+                model,
+                core,
+                loader,
+                optimizer,
+                config,
+                generator,
+                context,
+                epoch,
+                _progress_bar(context, epoch, len(loader)),
             )
-            last_accuracy = evaluate(model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"])
+            last_accuracy = evaluate(
+                model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"]
+            )
             row = {
                 "epoch": epoch,
                 "lr": lr,
@@ -231,11 +248,19 @@ def _finetune(
         if training["vote"] > 0:
             generator = torch.Generator().manual_seed(derive_seed(seed, VOTE_STREAM, context.rank))
             vote = evaluate_votes(
-                model, test_data, config["dataset"]["npoints"], num_classes, training["vote"],
-                config["dataset"]["augment"], generator, context, training["amp"],
+                model,
+                test_data,
+                config["dataset"]["npoints"],
+                num_classes,
+                training["vote"],
+                config["dataset"]["augment"],
+                generator,
+                context,
+                training["amp"],
             )
             run.log(
-                f"voting ({training['vote']} votes, logits averaged, one run): OA {vote.overall:.2f}  mAcc {vote.mean_class:.2f}"
+                f"voting ({training['vote']} votes, logits averaged, one run): "
+                f"OA {vote.overall:.2f}  mAcc {vote.mean_class:.2f}"
             )
         if export is not None and context.is_main:
             path = export_merged(core, export or run.root / "model_merged.pth")
@@ -276,7 +301,12 @@ def _finish(
     run.write_summary(summary)
     if run.active and last_accuracy is not None:
         names = list(data.class_names) + [f"class {index}" for index in range(len(data.class_names), num_classes)]
-        plot_confusion(last_accuracy.confusion, names[:num_classes], run.root / "confusion.png", f"test, epoch {history[-1]['epoch']}")
+        plot_confusion(
+            last_accuracy.confusion,
+            names[:num_classes],
+            run.root / "confusion.png",
+            f"test, epoch {history[-1]['epoch']}",
+        )
     if history:
         run.log(summary_line(summary, random_backbone=not config["backbone"]["checkpoint"]))
     run.close()
@@ -350,7 +380,15 @@ def evaluate_checkpoint(
         if votes > 0:
             generator = torch.Generator().manual_seed(derive_seed(training["seed"], VOTE_STREAM, context.rank))
             vote = evaluate_votes(
-                model, loader, npoints, model.num_classes, votes, config["dataset"]["augment"], generator, context, training["amp"]
+                model,
+                loader,
+                npoints,
+                model.num_classes,
+                votes,
+                config["dataset"]["augment"],
+                generator,
+                context,
+                training["amp"],
             )
             result.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=votes)
         if export is not None and context.is_main:
@@ -362,4 +400,3 @@ def evaluate_checkpoint(
         return result
     finally:
         shutdown_distributed(context)
-

@@ -10,10 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from backbones.errors import NonFiniteError
-from backbones.errors import NonFiniteError as NonFiniteLossError  # the name this module used to define
+from backbones.errors import NonFiniteError as NonFiniteLossError  # noqa: F401  (the name this module used to define)
 from datasets.transforms import fps_points_for, fps_resample, rotate_y, scale_and_translate
-from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
 from pcclora.device import autocast
+from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
 from pcclora.engine.losses import classification_loss
 from pcclora.peft import sade_loss
 
@@ -28,7 +28,9 @@ class EpochStats:
     acc: float
 
 
-def augment_batch(points: torch.Tensor, npoints: int, augment: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    points: torch.Tensor, npoints: int, augment: dict[str, Any], generator: torch.Generator
+) -> torch.Tensor:
     """Training input of one batch: FPS re-sampling, optional y rotation, scale and translate.
 
     Args:
@@ -40,7 +42,9 @@ def augment_batch(points: torch.Tensor, npoints: int, augment: dict[str, Any], g
     points = fps_resample(points, npoints, fps_points_for(npoints), generator=generator)[..., :3].contiguous()
     if augment["rotate_y"]:
         points = rotate_y(points, generator=generator)
-    return scale_and_translate(points, augment["scale_low"], augment["scale_high"], augment["translate"], generator=generator)
+    return scale_and_translate(
+        points, augment["scale_low"], augment["scale_high"], augment["translate"], generator=generator
+    )
 
 
 def train_one_epoch(
@@ -73,7 +77,9 @@ def train_one_epoch(
     totals = torch.zeros(5, dtype=torch.float64)  # loss, ce, sade, correct, samples
     num_batches = len(loader)
     for index, (points, labels) in enumerate(loader):
-        points = augment_batch(points.to(context.device, non_blocking=True), npoints, config["dataset"]["augment"], generator)
+        points = augment_batch(
+            points.to(context.device, non_blocking=True), npoints, config["dataset"]["augment"], generator
+        )
         labels = labels.to(context.device, non_blocking=True)
         with autocast(context.device, training["amp"]):
             logits = model(points)
@@ -102,4 +108,6 @@ def train_one_epoch(
             progress(index, num_batches, loss_value)
     loss_sum, ce_sum, sade_sum, correct, samples = mean_over_ranks(totals.tolist(), context)
     samples = max(samples, 1.0)
-    return EpochStats(loss=loss_sum / samples, ce=ce_sum / samples, sade=sade_sum / samples, acc=100.0 * correct / samples)
+    return EpochStats(
+        loss=loss_sum / samples, ce=ce_sum / samples, sade=sade_sum / samples, acc=100.0 * correct / samples
+    )

@@ -57,9 +57,7 @@ class BaseSpaceFamily(nn.Module):
         self.num_bases = num_bases
         self.down = nn.Parameter(torch.empty(in_features, num_bases * rank))
         self.up = nn.Parameter(torch.empty(num_bases * rank, out_features))
-        self.shared_coefficients = (
-            nn.Parameter(torch.zeros(num_bases, rank, rank)) if shared_coefficients else None
-        )
+        self.shared_coefficients = nn.Parameter(torch.zeros(num_bases, rank, rank)) if shared_coefficients else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

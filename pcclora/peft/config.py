@@ -27,7 +27,6 @@ from typing import Any
 
 from backbones.errors import ConfigError, UnknownNameError, unknown_name_message
 
-
 PEFT_METHODS = ("clora", "clora_shared", "lora", "full", "linear")
 
 #: Methods that inject shared base spaces (and so have a SADE term).

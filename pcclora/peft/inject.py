@@ -103,9 +103,7 @@ def require_adapted(model: nn.Module) -> dict[str, Any]:
     """The resolved config of an adapted model; a :class:`StateError` otherwise."""
     config = getattr(model, CONFIG_ATTRIBUTE, None)
     if config is None:
-        raise StateError(
-            f"this {type(model).__name__} is not adapted; call pcclora.apply_peft(model, cfg) first"
-        )
+        raise StateError(f"this {type(model).__name__} is not adapted; call pcclora.apply_peft(model, cfg) first")
     return config
 
 
@@ -167,9 +165,7 @@ def find_target_linears(model: nn.Module, targets: list[str]) -> list[tuple[str,
     return found
 
 
-def _inject_adapters(
-    model: nn.Module, config: dict[str, Any], targets: list[tuple[str, nn.Linear]]
-) -> None:
+def _inject_adapters(model: nn.Module, config: dict[str, Any], targets: list[tuple[str, nn.Linear]]) -> None:
     method = config["method"]
     if method in BASE_SPACE_METHODS and hasattr(model, BANK_ATTRIBUTE):
         raise StateError(
@@ -214,9 +210,7 @@ def _num_splits(name: str, linear: nn.Linear) -> int:
     return FUSED_QKV_SPLITS
 
 
-def _family_for(
-    bank: CLoRABaseBank, linear: nn.Linear, num_splits: int, config: dict[str, Any]
-) -> BaseSpaceFamily:
+def _family_for(bank: CLoRABaseBank, linear: nn.Linear, num_splits: int, config: dict[str, Any]) -> BaseSpaceFamily:
     out_features = linear.out_features // num_splits
     is_new = family_key(linear.in_features, out_features) not in bank.families
     family = bank.get_or_create(

@@ -119,8 +119,12 @@ class CLoRALinear(AdapterLinear):
             weight = base_layer.weight
             self.coefficients = nn.Parameter(
                 torch.zeros(
-                    num_splits, family.num_bases, family.rank, family.rank,
-                    device=weight.device, dtype=weight.dtype,
+                    num_splits,
+                    family.num_bases,
+                    family.rank,
+                    family.rank,
+                    device=weight.device,
+                    dtype=weight.dtype,
                 )
             )
 

@@ -26,11 +26,7 @@ def count_parameters(model: nn.Module) -> dict[str, Any]:
     """
     config = getattr(model, CONFIG_ATTRIBUTE, None) or DEFAULT_PEFT_CONFIG
     modules = dict(model.named_modules())
-    head_ids = {
-        id(parameter)
-        for name in head_module_names(model)
-        for parameter in modules[name].parameters()
-    }
+    head_ids = {id(parameter) for name in head_module_names(model) for parameter in modules[name].parameters()}
     extras = tuple(config["trainable_extra"])
     groups = dict.fromkeys(GROUPS, 0)
     for name, parameter in model.named_parameters():

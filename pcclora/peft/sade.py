@@ -98,9 +98,7 @@ def sade_loss(model: nn.Module, *, eps: float = SADE_EPS) -> torch.Tensor:
         else:
             coefficients = torch.cat([layer.coefficients for layer in layers])
             weight = 1
-        values = branch_similarity(
-            family.down_bases(), family.up_bases(), coefficients, normalized=normalized, eps=eps
-        )
+        values = branch_similarity(family.down_bases(), family.up_bases(), coefficients, normalized=normalized, eps=eps)
         totals.append(values.sum() * weight)
         num_layers += layer_count
     return torch.stack(totals).sum() / num_layers
@@ -109,6 +107,7 @@ def sade_loss(model: nn.Module, *, eps: float = SADE_EPS) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # the dense reference (slow; for tests and benchmarks)
 # --------------------------------------------------------------------------------------------
+
 
 class FamilyFactors(NamedTuple):
     """D, U and the coefficients of every layer of one base-space family.

@@ -45,6 +45,7 @@ _GLOBAL = "Global"
 # extra flop formulas (they receive shapes in place of tensors, like PyTorch's own)
 # --------------------------------------------------------------------------------------------
 
+
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
@@ -106,6 +107,7 @@ EXTRA_FLOP_FORMULAS: dict[Any, Any] = {
 # attribution
 # --------------------------------------------------------------------------------------------
 
+
 def is_linear_like(module: nn.Module) -> bool:
     """Whether ``module`` is a Linear/Conv layer or an adapter wrapped around one."""
     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
@@ -158,6 +160,7 @@ def _outermost(model: nn.Module, predicate) -> Iterator[nn.Module]:
 # --------------------------------------------------------------------------------------------
 # counting
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ComputeCount:
@@ -242,9 +245,7 @@ def count_compute(model: nn.Module, points: torch.Tensor) -> ComputeCount:
         if is_tokenizer(child):
             continue
         flops = sum(counts.get(names[id(child)], {}).values())
-        tokenizer_inside = sum(
-            sum(counts.get(names[id(m)], {}).values()) for m in _outermost(child, is_tokenizer)
-        )
+        tokenizer_inside = sum(sum(counts.get(names[id(m)], {}).values()) for m in _outermost(child, is_tokenizer))
         if flops - tokenizer_inside:
             per_module[child_name] = (flops - tokenizer_inside) // 2
     return ComputeCount(

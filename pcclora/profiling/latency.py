@@ -128,16 +128,18 @@ def measure_latency(
     try:
         for batch_size in batch_sizes:
             points = torch.rand(batch_size, npoints, 3, generator=generator).to(device)
-            times = forward_times(
-                {"model": model}, points, warmup=warmup, repeats=repeats, max_seconds=max_seconds
-            )["model"]
+            times = forward_times({"model": model}, points, warmup=warmup, repeats=repeats, max_seconds=max_seconds)[
+                "model"
+            ]
             median = statistics.median(times)
-            results.append({
-                "batch_size": batch_size,
-                "latency_ms": 1000.0 * median,
-                "throughput": batch_size / median,
-                "repeats": len(times),
-            })
+            results.append(
+                {
+                    "batch_size": batch_size,
+                    "latency_ms": 1000.0 * median,
+                    "throughput": batch_size / median,
+                    "repeats": len(times),
+                }
+            )
     finally:
         model.to(home)
     return {"device": str(device), "npoints": npoints, "results": results}

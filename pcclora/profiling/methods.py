@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from backbones import create_backbone
-from backbones.errors import ConfigError
 from datasets import get_dataset_spec
 from pcclora.config import size_overrides
 from pcclora.peft import apply_peft, count_parameters, merge_adapters
@@ -128,7 +127,12 @@ def latency_rows(
             "network": network,
             "used_by": used_by,
             "results": measure_latency(
-                model, npoints, device, batch_sizes=batch_sizes, warmup=warmup, repeats=repeats,
+                model,
+                npoints,
+                device,
+                batch_sizes=batch_sizes,
+                warmup=warmup,
+                repeats=repeats,
                 max_seconds=max_seconds,
             )["results"],
         }

@@ -24,30 +24,50 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str
     """One row per method (training-time model), one per merged model, then the published rows."""
     rows: list[tuple[str, ...]] = []
     for p in profiles:
-        rows.append((
-            p["method"], "train", _millions(p["params_total"]), _millions(p["params_trainable"]),
-            _billions(p["macs_conv_linear"]), _billions(p["macs_with_attention"]), _billions(p["flops"]),
-        ))
+        rows.append(
+            (
+                p["method"],
+                "train",
+                _millions(p["params_total"]),
+                _millions(p["params_trainable"]),
+                _billions(p["macs_conv_linear"]),
+                _billions(p["macs_with_attention"]),
+                _billions(p["flops"]),
+            )
+        )
         merged = p["merged"]
         if merged is not None:
-            rows.append((
-                p["method"], "merged", _millions(merged["params_total"]), _DASH,
-                _billions(merged["macs_conv_linear"]), _billions(merged["macs_with_attention"]),
-                _billions(merged["flops"]),
-            ))
+            rows.append(
+                (
+                    p["method"],
+                    "merged",
+                    _millions(merged["params_total"]),
+                    _DASH,
+                    _billions(merged["macs_conv_linear"]),
+                    _billions(merged["macs_with_attention"]),
+                    _billions(merged["flops"]),
+                )
+            )
     separators: set[int] = set()
     if published:
         separators.add(len(rows))
         for row in PUBLISHED_ROWS:
-            rows.append((
-                row.method, "published", _DASH, f"{row.params_trainable / 1e6:.1f}M",
-                _billions(row.macs_conv_linear, 2), _DASH, _DASH,
-            ))
+            rows.append(
+                (
+                    row.method,
+                    "published",
+                    _DASH,
+                    f"{row.params_trainable / 1e6:.1f}M",
+                    _billions(row.macs_conv_linear, 2),
+                    _DASH,
+                    _DASH,
+                )
+            )
     table = render_table(_COLUMNS, rows, left_columns=2, header_rule=False, rules_before=separators)
     if published:
         table += (
             "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (docs/published.md); "
-            "their \"GFLOPs\" are conv+linear MACs"
+            'their "GFLOPs" are conv+linear MACs'
         )
     return table
 
