@@ -23,7 +23,7 @@ from .patch_encoder import PatchEncoder
 from .point_bert import PointBERT
 from .point_mae import PointMAE
 from .point_transformer import PointPatchTransformer
-from .registry import create_backbone, list_backbones, register_backbone
+from .registry import backbone_defaults, create_backbone, list_backbones, register_backbone
 from .tokenizer import Group, farthest_point_sample, gather_points, group_points, knn_query
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "StateError",
     "ToolkitError",
     "TransformerEncoder",
+    "backbone_defaults",
     "UnknownNameError",
     "checkpoint_filter_fn",
     "create_backbone",

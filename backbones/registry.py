@@ -40,6 +40,18 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def backbone_defaults(name: str) -> dict[str, Any]:
+    """The default sizes of a registered backbone under their official config names.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the nearest name is suggested).
+    """
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise UnknownNameError(unknown_name_message("backbone", name, list_backbones()))
+    return dict(getattr(factory, "default_config", {}))
+
+
 def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Mapping[str, Any]) -> None:
     defaults = getattr(factory, "default_config", None)
     if defaults is None:
@@ -75,9 +87,8 @@ def create_backbone(
     Returns:
         The model; ``forward(points (B, N, 3)) -> logits (B, num_classes)``.
     """
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise UnknownNameError(unknown_name_message("backbone", name, list_backbones()))
+    backbone_defaults(name)  # an unknown name fails here, with a suggestion
+    factory = _REGISTRY[name]
     _check_overrides(name, factory, overrides)
     model = factory(num_classes, **overrides)
     model.checkpoint_report = None

@@ -5,14 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _backbone_helpers import (
-    make_state_dict,
-    point_bert_finetuned_shapes,
-    point_bert_pretrain_shapes,
-    point_mae_decoder_shapes,
-    point_mae_finetuned_shapes,
-    point_mae_pretrain_shapes,
-)
 
 from backbones import CheckpointError, create_backbone, load_checkpoint
 from backbones.checkpoint import checkpoint_filter_fn
@@ -46,15 +38,15 @@ def point_bert_40():
 
 
 @pytest.fixture(scope="module")
-def official_point_mae_finetuned():
-    shapes = point_mae_finetuned_shapes(15)
+def official_point_mae_finetuned(make_state_dict, official_shapes):
+    shapes = official_shapes.point_mae_finetuned(15)
     assert len(shapes) == 174
     return make_state_dict(shapes)
 
 
 @pytest.fixture(scope="module")
-def official_point_bert_finetuned():
-    shapes = point_bert_finetuned_shapes(40)
+def official_point_bert_finetuned(make_state_dict, official_shapes):
+    shapes = official_shapes.point_bert_finetuned(40)
     assert len(shapes) == 164
     return make_state_dict(shapes)
 
@@ -92,15 +84,17 @@ def test_official_point_bert_finetuned_layout_loads_strictly(
 # --------------------------------------------------------------------------------------------
 
 
-def test_point_mae_pretrain_layout_loads_encoder_and_reports_decoder_as_unexpected(point_mae_15):
-    shapes = point_mae_pretrain_shapes()
+def test_point_mae_pretrain_layout_loads_encoder_and_reports_decoder_as_unexpected(
+    point_mae_15, make_state_dict, official_shapes
+):
+    shapes = official_shapes.point_mae_pretrain()
     assert len(shapes) == 209
     assert sum(key.startswith("module.MAE_encoder.") for key in shapes) == 156
     pretrain = make_state_dict(shapes, seed=1)
     report = load_checkpoint(point_mae_15, {"base_model": pretrain, "epoch": 300})
 
-    head = {key for key in point_mae_finetuned_shapes(15) if key.startswith("cls_head_finetune.")}
-    decoder = {key[len("module.") :] for key in point_mae_decoder_shapes("module.")}
+    head = {key for key in official_shapes.point_mae_finetuned(15) if key.startswith("cls_head_finetune.")}
+    decoder = {key[len("module.") :] for key in official_shapes.point_mae_decoder("module.")}
     assert report.layout == "point_mae_pretrain"
     assert len(report.loaded) == 156
     assert set(report.missing) == {"cls_token", "cls_pos"} | head
@@ -110,15 +104,17 @@ def test_point_mae_pretrain_layout_loads_encoder_and_reports_decoder_as_unexpect
     assert all(torch.equal(state[key], pretrain[f"module.MAE_encoder.{key}"]) for key in report.loaded)
 
 
-def test_point_bert_pretrain_layout_keeps_query_encoder_only(point_bert_40):
-    shapes = point_bert_pretrain_shapes()
+def test_point_bert_pretrain_layout_keeps_query_encoder_only(point_bert_40, make_state_dict, official_shapes):
+    shapes = official_shapes.point_bert_pretrain()
     assert sum(key.startswith("transformer_q.") for key in shapes) == 167
     pretrain = make_state_dict(shapes, seed=1)
     report = load_checkpoint(point_bert_40, {"base_model": pretrain})
 
     assert report.layout == "point_bert_pretrain"
     assert len(report.loaded) == 160
-    assert set(report.missing) == {key for key in point_bert_finetuned_shapes(40) if key.startswith("cls_head_")}
+    assert set(report.missing) == {
+        key for key in official_shapes.point_bert_finetuned(40) if key.startswith("cls_head_")
+    }
     assert sorted(report.unexpected) == ["lm_head.bias", "lm_head.weight", "mask_token"]
     dropped = {"queue", "queue_ptr", "dvae.codebook", "transformer_k.cls_token", "transformer_q.cls_head.0.weight"}
     assert dropped <= set(report.ignored)

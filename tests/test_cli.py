@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from _engine_helpers import tiny_overrides, write_scanobjectnn
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"
@@ -70,7 +69,7 @@ def test_unknown_config_key_is_one_line_on_stderr_with_exit_code_2(tmp_path):
         ([], "--cfg is required"),
     ],
 )
-def test_expected_mistakes_exit_2_without_traceback(argv, message, tmp_path, capsys):
+def test_expected_mistakes_exit_2_without_traceback(argv, message, tmp_path, capsys, write_scanobjectnn):
     scan = write_scanobjectnn(tmp_path / "scan")
     argv = [arg.format(tmp=tmp_path, scan=scan) for arg in argv]
     code, _, err = run_in_process("finetune", argv, capsys)
@@ -85,7 +84,7 @@ def test_test_tool_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     assert code == 2 and "cannot read checkpoint" in err
 
 
-def test_finetune_then_test_with_votes_and_export(tmp_path, capsys, monkeypatch):
+def test_finetune_then_test_with_votes_and_export(tmp_path, capsys, monkeypatch, tiny_overrides, write_scanobjectnn):
     monkeypatch.chdir(tmp_path)
     scan = write_scanobjectnn(tmp_path / "scan")
     overrides = [o for o in tiny_overrides(scan) if not o.startswith("dataset.root")]
@@ -119,7 +118,7 @@ def test_finetune_then_test_with_votes_and_export(tmp_path, capsys, monkeypatch)
     assert (tmp_path / "merged.pth").is_file()
 
 
-def test_two_processes_under_torchrun_with_gloo(tmp_path):
+def test_two_processes_under_torchrun_with_gloo(tmp_path, tiny_overrides, write_scanobjectnn):
     scan = write_scanobjectnn(tmp_path / "scan")
     overrides = [o for o in tiny_overrides(scan) if not o.startswith("dataset.root")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -13,7 +13,6 @@ import math
 
 import pytest
 import torch
-from _engine_helpers import tiny_config, write_fewshot, write_modelnet40_dat, write_scanobjectnn
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -43,12 +42,12 @@ SUMMARY_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def scan_root(tmp_path_factory):
+def scan_root(tmp_path_factory, write_scanobjectnn):
     return write_scanobjectnn(tmp_path_factory.mktemp("scan") / "ScanObjectNN")
 
 
 @pytest.fixture(scope="module")
-def finished_run(scan_root, tmp_path_factory):
+def finished_run(scan_root, tmp_path_factory, tiny_config):
     """A 2-epoch CLoRA run on ScanObjectNN layout, with voting and export at the end."""
     output = tmp_path_factory.mktemp("runs") / "clora"
     config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1", "training.vote=2"])
@@ -90,7 +89,7 @@ def test_checkpoint_holds_only_trained_tensors_and_resume_state(finished_run):
     assert {"python", "numpy", "torch"} <= set(checkpoint["rng"])
 
 
-def test_resume_after_an_interruption_ends_with_the_same_metrics_as_a_straight_run(scan_root, tmp_path):
+def test_resume_after_an_interruption_ends_with_the_same_metrics_as_a_straight_run(scan_root, tmp_path, tiny_config):
     straight = finetune(
         tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path / "a"
     )
@@ -167,7 +166,7 @@ def test_voting_averages_the_logits_of_the_votes_and_never_takes_a_maximum():
     assert accuracy.overall == 100.0
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scan_root, tmp_path, monkeypatch):
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scan_root, tmp_path, monkeypatch, tiny_config):
     from pcclora.engine import trainer
 
     real_loss = trainer.classification_loss
@@ -186,7 +185,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scan_root, tm
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: non-finite loss"
 
 
-def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch):
+def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch, tiny_config):
     real_epoch = runner_module.train_one_epoch
 
     def interrupted_epoch(*args, **kwargs):
@@ -206,16 +205,16 @@ def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_pat
 @pytest.mark.parametrize(
     ("config_name", "writer", "extra"),
     [
-        ("modelnet40", write_modelnet40_dat, ["training.deterministic=true"]),
+        ("modelnet40", "write_modelnet40_dat", ["training.deterministic=true"]),
         (
             "point_bert_modelnet40_fewshot",
-            write_fewshot,
+            "write_fewshot",
             ["dataset.shot=2", "peft.method=lora", "training.batch_size=5"],
         ),
         ("point_bert_scanobjectnn_objbg", None, ["peft.method=full", "dataset.augment.rotate_y=true"]),
     ],
 )
-def test_one_epoch_on_each_dataset_family(config_name, writer, extra, scan_root, tmp_path):
+def test_one_epoch_on_each_dataset_family(config_name, writer, extra, scan_root, tmp_path, tiny_config, request):
     if writer is None:  # ScanObjectNN OBJ_BG layout: main_split/{training,test}_objectdataset.h5
         root = scan_root.parent / "objbg"
         (root / "main_split").mkdir(parents=True, exist_ok=True)
@@ -224,7 +223,7 @@ def test_one_epoch_on_each_dataset_family(config_name, writer, extra, scan_root,
             if not target.exists():
                 target.symlink_to(scan_root / "main_split" / f"{split}_objectdataset_augmentedrot_scale75.h5")
     else:
-        root = writer(tmp_path / "data")
+        root = request.getfixturevalue(writer)(tmp_path / "data")
     config = tiny_config(config_name, root, extra=extra)
     summary = finetune(config, output=tmp_path / "run")
     assert summary["status"] == "finished" and summary["epochs_run"] == 1
@@ -234,7 +233,7 @@ def test_one_epoch_on_each_dataset_family(config_name, writer, extra, scan_root,
     assert torch.are_deterministic_algorithms_enabled() is False  # the run restores the global switch
 
 
-def test_missing_backbone_checkpoint_names_the_file_and_where_to_get_it(scan_root, tmp_path):
+def test_missing_backbone_checkpoint_names_the_file_and_where_to_get_it(scan_root, tmp_path, tiny_config):
     config = tiny_config("scanobjectnn_hardest", scan_root, extra=[f"backbone.checkpoint={tmp_path / 'pretrain.pth'}"])
     with pytest.raises(backbones.CheckpointError, match=r"pretrain\.pth not found.*Point-MAE.*--ckpt"):
         finetune(config, output=tmp_path / "run")

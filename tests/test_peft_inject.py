@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from _peft_helpers import TinyImageViT, build_tiny, make_points, randomize_adapters
 from torch import nn
 
 from pcclora.peft import (
@@ -29,7 +28,7 @@ def _trainable(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def test_clora_wraps_every_target_and_owns_bases_once():
+def test_clora_wraps_every_target_and_owns_bases_once(build_tiny):
     model = apply_peft(build_tiny(depth=2), {"rank": 2, "num_bases": 3})
     for i in range(2):
         block = model.blocks.blocks[i]
@@ -54,20 +53,20 @@ def test_clora_wraps_every_target_and_owns_bases_once():
         ("linear", ()),
     ],
 )
-def test_trainable_sets_of_the_other_methods(method, adapter_suffixes):
+def test_trainable_sets_of_the_other_methods(method, adapter_suffixes, build_tiny):
     model = apply_peft(build_tiny(), {"method": method, "rank": 2, "num_bases": 3})
     adapters = _trainable(model) - HEAD_AND_EXTRAS
     assert {name.rpartition(".")[2] for name in adapters} == set(adapter_suffixes)
     assert HEAD_AND_EXTRAS <= _trainable(model)
 
 
-def test_full_trains_everything_and_wraps_nothing():
+def test_full_trains_everything_and_wraps_nothing(build_tiny):
     model = apply_peft(build_tiny(), {"method": "full"})
     assert all(p.requires_grad for p in model.parameters())
     assert not any(isinstance(m, (CLoRALinear, LoRALinear)) for m in model.modules())
 
 
-def test_parameter_counts_follow_the_formula_and_partition_the_total():
+def test_parameter_counts_follow_the_formula_and_partition_the_total(build_tiny):
     rank, bases, dim, depth = 2, 3, 32, 2
     plain_total = sum(p.numel() for p in build_tiny().parameters())
     model = apply_peft(build_tiny(), {"rank": rank, "num_bases": bases})
@@ -91,7 +90,7 @@ def test_parameter_counts_follow_the_formula_and_partition_the_total():
 
 
 @pytest.mark.parametrize("method", ("clora", "lora", "linear"))
-def test_one_optimizer_step_changes_no_frozen_parameter(method):
+def test_one_optimizer_step_changes_no_frozen_parameter(method, build_tiny, make_points, randomize_adapters):
     model = apply_peft(build_tiny(), {"method": method, "rank": 2, "num_bases": 3}).train()
     randomize_adapters(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -106,7 +105,7 @@ def test_one_optimizer_step_changes_no_frozen_parameter(method):
         assert moved == (name in trainable), name
 
 
-def test_frozen_batchnorm_statistics_do_not_drift_in_training_mode():
+def test_frozen_batchnorm_statistics_do_not_drift_in_training_mode(build_tiny, make_points):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3})
     encoder_bn = model.encoder.first_conv[1]
     head_bn = model.cls_head_finetune[1]
@@ -122,7 +121,7 @@ def test_frozen_batchnorm_statistics_do_not_drift_in_training_mode():
     assert not torch.equal(head_bn.running_mean, head_mean)  # the trained head does update
 
 
-def test_frozen_modules_follow_a_later_unfreeze():
+def test_frozen_modules_follow_a_later_unfreeze(build_tiny, make_points):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3})
     model.encoder.requires_grad_(True)
     model.train()
@@ -130,7 +129,7 @@ def test_frozen_modules_follow_a_later_unfreeze():
     assert model.encoder.training
 
 
-def test_linear_probe_runs_the_frozen_blocks_deterministically():
+def test_linear_probe_runs_the_frozen_blocks_deterministically(build_tiny, make_points):
     model = apply_peft(build_tiny(), {"method": "linear"}).train()
     model.cls_head_finetune.eval()  # head dropout off: only the backbone's dropout could differ
     points = make_points()
@@ -138,9 +137,9 @@ def test_linear_probe_runs_the_frozen_blocks_deterministically():
     assert not model.blocks.training
 
 
-def test_a_plain_image_vit_is_adapted_too():
+def test_a_plain_image_vit_is_adapted_too(randomize_adapters, tiny_image_vit):
     torch.manual_seed(0)
-    plain = TinyImageViT().eval()
+    plain = tiny_image_vit().eval()
     model = apply_peft(
         copy.deepcopy(plain),
         {"rank": 2, "num_bases": 2, "trainable_extra": ["cls_token", "pos_embed"]},
@@ -157,7 +156,7 @@ def test_a_plain_image_vit_is_adapted_too():
     torch.testing.assert_close(model(images), adapted_logits, rtol=1e-4, atol=1e-5)
 
 
-def test_bases_follow_the_model_dtype_and_survive_deepcopy():
+def test_bases_follow_the_model_dtype_and_survive_deepcopy(build_tiny):
     model = apply_peft(build_tiny().double(), {"rank": 2, "num_bases": 3})
     assert model.clora_bases.families["32x32"].down.dtype == torch.float64
     clone = copy.deepcopy(model)
@@ -165,7 +164,7 @@ def test_bases_follow_the_model_dtype_and_survive_deepcopy():
     assert clone.blocks.blocks[0].attn.qkv.family is not model.clora_bases.families["32x32"]
 
 
-def test_target_matching_nothing_is_an_error_that_lists_linear_layers():
+def test_target_matching_nothing_is_an_error_that_lists_linear_layers(build_tiny):
     model = build_tiny()
     with pytest.raises(PeftConfigError) as error:
         apply_peft(model, {"target_modules": ["attn.qkv", "attn.query"]})
@@ -173,17 +172,17 @@ def test_target_matching_nothing_is_an_error_that_lists_linear_layers():
     assert all(p.requires_grad for p in model.parameters())  # a failed call changes nothing
 
 
-def test_target_that_is_not_linear_is_an_error():
+def test_target_that_is_not_linear_is_an_error(build_tiny):
     with pytest.raises(PeftConfigError, match="only nn.Linear"):
         apply_peft(build_tiny(), {"target_modules": ["norm1"]})
 
 
-def test_unknown_trainable_extra_suggests_parameter_names():
+def test_unknown_trainable_extra_suggests_parameter_names(build_tiny):
     with pytest.raises(PeftConfigError, match="cls_token"):
         apply_peft(build_tiny(), {"trainable_extra": ["cls_tokn"]})
 
 
-def test_applying_twice_is_an_error():
+def test_applying_twice_is_an_error(build_tiny):
     model = apply_peft(build_tiny(), {"rank": 2})
     with pytest.raises(PeftStateError, match="already adapted"):
         apply_peft(model, {"method": "lora"})
@@ -195,7 +194,7 @@ def test_model_without_head_or_extras_cannot_be_linear_probed():
         apply_peft(model, {"method": "linear", "trainable_extra": []})
 
 
-def test_clora_shared_layers_count_as_trained_and_keep_their_dropout():
+def test_clora_shared_layers_count_as_trained_and_keep_their_dropout(build_tiny, make_points):
     # CLoRA# layers own no trainable tensor (the bank does) but must still train with dropout
     model = apply_peft(build_tiny(), {"method": "clora_shared", "rank": 2, "dropout": 0.5}).train()
     model(make_points())

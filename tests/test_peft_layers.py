@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from _peft_helpers import build_tiny, make_points, randomize_adapters
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -18,10 +17,16 @@ from pcclora.peft.layers import CLoRALinear, LoRALinear
 ADAPTER_METHODS = ("clora", "clora_shared", "lora")
 
 
-def _adapted(method: str, dtype: torch.dtype = torch.float32, **cfg) -> tuple[nn.Module, nn.Module]:
-    plain = build_tiny().to(dtype).eval()
-    adapted = apply_peft(copy.deepcopy(plain), {"method": method, "rank": 2, "num_bases": 3, **cfg})
-    return plain, adapted.eval()
+@pytest.fixture
+def adapted(build_tiny):
+    """``adapted(...)`` as a factory (it needs the tiny-model fixtures)."""
+
+    def make(method: str, dtype: torch.dtype = torch.float32, **cfg) -> tuple[nn.Module, nn.Module]:
+        plain = build_tiny().to(dtype).eval()
+        adapted = apply_peft(copy.deepcopy(plain), {"method": method, "rank": 2, "num_bases": 3, **cfg})
+        return plain, adapted.eval()
+
+    return make
 
 
 def _reference_clora_output(layer: CLoRALinear, x: torch.Tensor) -> torch.Tensor:
@@ -38,14 +43,14 @@ def _reference_clora_output(layer: CLoRALinear, x: torch.Tensor) -> torch.Tensor
 
 
 @pytest.mark.parametrize("method", ADAPTER_METHODS)
-def test_adapted_model_equals_backbone_exactly_at_initialisation(method):
-    plain, adapted = _adapted(method)
+def test_adapted_model_equals_backbone_exactly_at_initialisation(method, make_points, adapted):
+    plain, adapted = adapted(method)
     points = make_points()
     assert torch.equal(adapted(points), plain(points))
 
 
-def test_fused_qkv_follows_the_paper_formula_per_split():
-    _, adapted = _adapted("clora", torch.float64)
+def test_fused_qkv_follows_the_paper_formula_per_split(randomize_adapters, adapted):
+    _, adapted = adapted("clora", torch.float64)
     randomize_adapters(adapted)
     layer = adapted.blocks.blocks[0].attn.qkv
     assert isinstance(layer, CLoRALinear) and layer.num_splits == 3
@@ -54,8 +59,8 @@ def test_fused_qkv_follows_the_paper_formula_per_split():
     torch.testing.assert_close(layer(x), _reference_clora_output(layer, x), rtol=1e-12, atol=1e-12)
 
 
-def test_delta_weight_is_the_transposed_paper_update():
-    _, adapted = _adapted("clora", torch.float64)
+def test_delta_weight_is_the_transposed_paper_update(randomize_adapters, adapted):
+    _, adapted = adapted("clora", torch.float64)
     randomize_adapters(adapted)
     layer = adapted.blocks.blocks[1].mlp.fc1  # (32 → 128) family
     x = torch.randn(4, 32, dtype=torch.float64)
@@ -65,8 +70,8 @@ def test_delta_weight_is_the_transposed_paper_update():
 
 
 @pytest.mark.parametrize("method", ADAPTER_METHODS)
-def test_merged_equals_unmerged_and_unmerge_restores(method):
-    _, adapted = _adapted(method, torch.float64)
+def test_merged_equals_unmerged_and_unmerge_restores(method, make_points, randomize_adapters, adapted):
+    _, adapted = adapted(method, torch.float64)
     randomize_adapters(adapted)
     points = make_points().double()
     weights_before = {k: v.clone() for k, v in adapted.state_dict().items()}
@@ -82,8 +87,8 @@ def test_merged_equals_unmerged_and_unmerge_restores(method):
     torch.testing.assert_close(adapted(points), unmerged_logits, rtol=1e-10, atol=1e-10)
 
 
-def test_merged_model_runs_no_adapter_compute():
-    plain, adapted = _adapted("clora")
+def test_merged_model_runs_no_adapter_compute(make_points, randomize_adapters, adapted):
+    plain, adapted = adapted("clora")
     randomize_adapters(adapted)
     points = make_points()
 
@@ -98,8 +103,8 @@ def test_merged_model_runs_no_adapter_compute():
 
 
 @pytest.mark.parametrize("method", ("clora", "lora"))
-def test_update_rank_is_bounded_and_reached(method):
-    _, adapted = _adapted(method, torch.float64, rank=3, num_bases=4)
+def test_update_rank_is_bounded_and_reached(method, randomize_adapters, adapted):
+    _, adapted = adapted(method, torch.float64, rank=3, num_bases=4)
     randomize_adapters(adapted)
     bound = 3 * 4 if method == "clora" else 3
     for module in adapted.modules():
@@ -108,8 +113,8 @@ def test_update_rank_is_bounded_and_reached(method):
                 assert torch.linalg.matrix_rank(delta).item() == min(bound, *delta.shape)
 
 
-def test_update_rank_stays_below_p_r_when_a_base_is_unused():
-    _, adapted = _adapted("clora", torch.float64, rank=3, num_bases=4)
+def test_update_rank_stays_below_p_r_when_a_base_is_unused(randomize_adapters, adapted):
+    _, adapted = adapted("clora", torch.float64, rank=3, num_bases=4)
     randomize_adapters(adapted)
     layer = adapted.blocks.blocks[0].mlp.fc2
     with torch.no_grad():
@@ -117,8 +122,8 @@ def test_update_rank_stays_below_p_r_when_a_base_is_unused():
     assert torch.linalg.matrix_rank(layer.delta_weight()).item() == 3 * 3
 
 
-def test_clora_shared_gives_every_layer_of_a_family_the_same_update():
-    _, adapted = _adapted("clora_shared", torch.float64)
+def test_clora_shared_gives_every_layer_of_a_family_the_same_update(randomize_adapters, adapted):
+    _, adapted = adapted("clora_shared", torch.float64)
     randomize_adapters(adapted)
     by_family: dict[int, list[torch.Tensor]] = {}
     for module in adapted.modules():
@@ -135,8 +140,8 @@ def test_clora_shared_gives_every_layer_of_a_family_the_same_update():
     assert max(len(deltas) for deltas in by_family.values()) == 2 * 4
 
 
-def test_gradients_reach_bases_and_coefficients():
-    _, adapted = _adapted("clora")
+def test_gradients_reach_bases_and_coefficients(make_points, randomize_adapters, adapted):
+    _, adapted = adapted("clora")
     adapted.train()
     adapted(make_points()).square().mean().backward()
     layer = adapted.blocks.blocks[0].attn.qkv
@@ -194,7 +199,7 @@ class _LargeFreshTensors(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("method", ADAPTER_METHODS)
-def test_training_step_builds_no_dense_update_matrix(method):
+def test_training_step_builds_no_dense_update_matrix(method, randomize_adapters):
     d = 64
     torch.manual_seed(0)
     linear = nn.Linear(d, 3 * d, bias=False).requires_grad_(False)

@@ -7,7 +7,6 @@ import io
 
 import pytest
 import torch
-from _peft_helpers import build_tiny, make_points, randomize_adapters
 
 from backbones.errors import CheckpointError
 from pcclora.peft import (
@@ -23,20 +22,26 @@ from pcclora.peft import (
 CFG = {"rank": 2, "num_bases": 3}
 
 
-def _fine_tuned(method: str = "clora", dtype: torch.dtype = torch.float32):
-    """A plain backbone and an adapted copy after one training step (head BN stats updated too)."""
-    plain = build_tiny().to(dtype)
-    model = apply_peft(copy.deepcopy(plain), {**CFG, "method": method})
-    randomize_adapters(model)
-    model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    (model(make_points().to(dtype)).logsumexp(-1).mean() + 0.1 * sade_loss(model)).backward()
-    optimizer.step()
-    return plain, model.eval()
+@pytest.fixture
+def fine_tuned(build_tiny, make_points, randomize_adapters):
+    """``fine_tuned(...)`` as a factory (it needs the tiny-model fixtures)."""
+
+    def make(method: str = "clora", dtype: torch.dtype = torch.float32):
+        """A plain backbone and an adapted copy after one training step (head BN stats updated too)."""
+        plain = build_tiny().to(dtype)
+        model = apply_peft(copy.deepcopy(plain), {**CFG, "method": method})
+        randomize_adapters(model)
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        (model(make_points().to(dtype)).logsumexp(-1).mean() + 0.1 * sade_loss(model)).backward()
+        optimizer.step()
+        return plain, model.eval()
+
+    return make
 
 
-def test_adapter_state_holds_exactly_the_trained_tensors_and_the_config():
-    _, model = _fine_tuned()
+def test_adapter_state_holds_exactly_the_trained_tensors_and_the_config(fine_tuned):
+    _, model = fine_tuned()
     state = adapter_state_dict(model)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     head_buffers = {f"cls_head_finetune.1.{leaf}" for leaf in ("running_mean", "running_var", "num_batches_tracked")}
@@ -45,15 +50,15 @@ def test_adapter_state_holds_exactly_the_trained_tensors_and_the_config():
     assert not any(key.startswith(("encoder.", "pos_embed.", "norm.")) for key in state)
 
 
-def test_full_method_state_is_the_whole_model():
-    _, model = _fine_tuned("full")
+def test_full_method_state_is_the_whole_model(fine_tuned):
+    _, model = fine_tuned("full")
     state = adapter_state_dict(model)
     assert set(state) - {"peft_config"} == set(model.state_dict())
 
 
 @pytest.mark.parametrize("method", ("clora", "clora_shared", "lora", "linear", "full"))
-def test_loading_into_the_plain_backbone_reproduces_outputs(method):
-    plain, model = _fine_tuned(method)
+def test_loading_into_the_plain_backbone_reproduces_outputs(method, make_points, fine_tuned):
+    plain, model = fine_tuned(method)
     buffer = io.BytesIO()
     torch.save(adapter_state_dict(model), buffer)
     buffer.seek(0)
@@ -64,23 +69,23 @@ def test_loading_into_the_plain_backbone_reproduces_outputs(method):
     assert restored.peft_config == model.peft_config
 
 
-def test_loading_into_an_adapted_model_with_the_same_config():
-    plain, model = _fine_tuned()
+def test_loading_into_an_adapted_model_with_the_same_config(make_points, fine_tuned):
+    plain, model = fine_tuned()
     target = apply_peft(copy.deepcopy(plain), CFG)
     load_adapter_state_dict(target, adapter_state_dict(model))
     points = make_points(seed=6)
     assert torch.equal(target.eval()(points), model(points))
 
 
-def test_another_config_is_a_clear_error():
-    plain, model = _fine_tuned()
+def test_another_config_is_a_clear_error(fine_tuned):
+    plain, model = fine_tuned()
     target = apply_peft(copy.deepcopy(plain), {**CFG, "rank": 4})
     with pytest.raises(CheckpointError, match="rank: checkpoint 2, model 4"):
         load_adapter_state_dict(target, adapter_state_dict(model))
 
 
-def test_missing_or_foreign_tensors_are_named():
-    plain, model = _fine_tuned()
+def test_missing_or_foreign_tensors_are_named(fine_tuned):
+    plain, model = fine_tuned()
     state = adapter_state_dict(model)
     del state["cls_token"]
     with pytest.raises(CheckpointError, match="missing 1 tensor.*cls_token"):
@@ -91,22 +96,22 @@ def test_missing_or_foreign_tensors_are_named():
         load_adapter_state_dict(copy.deepcopy(plain), state)
 
 
-def test_shape_mismatch_names_the_tensor():
-    _, model = _fine_tuned()
+def test_shape_mismatch_names_the_tensor(build_tiny, fine_tuned):
+    _, model = fine_tuned()
     other_classes = build_tiny(num_classes=7)
     expected = r"cls_head_finetune.4.weight \(5, 16\) vs model \(7, 16\)"
     with pytest.raises(CheckpointError, match=expected):
         load_adapter_state_dict(other_classes, adapter_state_dict(model))
 
 
-def test_a_plain_state_dict_is_not_an_adapter_checkpoint():
-    plain, _ = _fine_tuned()
+def test_a_plain_state_dict_is_not_an_adapter_checkpoint(fine_tuned):
+    plain, _ = fine_tuned()
     with pytest.raises(CheckpointError, match="no 'peft_config'"):
         load_adapter_state_dict(copy.deepcopy(plain), plain.state_dict())
 
 
-def test_loading_into_a_merged_model_is_refused():
-    plain, model = _fine_tuned()
+def test_loading_into_a_merged_model_is_refused(randomize_adapters, fine_tuned):
+    plain, model = fine_tuned()
     target = merge_adapters(apply_peft(copy.deepcopy(plain), CFG))
     randomize_adapters(target)
     merge_adapters(target)
@@ -114,14 +119,14 @@ def test_loading_into_a_merged_model_is_refused():
         load_adapter_state_dict(target, adapter_state_dict(model))
 
 
-def test_adapter_state_of_a_plain_model_is_an_error():
+def test_adapter_state_of_a_plain_model_is_an_error(build_tiny):
     with pytest.raises(PeftStateError, match="apply_peft"):
         adapter_state_dict(build_tiny())
 
 
 @pytest.mark.parametrize("method", ("clora", "clora_shared", "lora", "linear"))
-def test_merged_export_loads_strictly_into_a_fresh_backbone(method):
-    plain, model = _fine_tuned(method, torch.float64)
+def test_merged_export_loads_strictly_into_a_fresh_backbone(method, build_tiny, make_points, fine_tuned):
+    plain, model = fine_tuned(method, torch.float64)
     exported = export_merged_state_dict(model)
     assert list(exported) == list(plain.state_dict())
     fresh = build_tiny(seed=123).double()
@@ -130,8 +135,8 @@ def test_merged_export_loads_strictly_into_a_fresh_backbone(method):
     torch.testing.assert_close(fresh.eval()(points), model(points), rtol=1e-10, atol=1e-10)
 
 
-def test_merged_export_is_the_same_before_and_after_merging():
-    _, model = _fine_tuned("clora", torch.float64)
+def test_merged_export_is_the_same_before_and_after_merging(fine_tuned):
+    _, model = fine_tuned("clora", torch.float64)
     unmerged_export = export_merged_state_dict(model)
     assert not any(layer.merged for layer in model.modules() if hasattr(layer, "merged"))
     merged_export = export_merged_state_dict(merge_adapters(model))

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from _peft_helpers import build_tiny, make_points, randomize_adapters
 from torch.utils.flop_counter import FlopCounterMode
 
 from pcclora.peft import apply_peft, sade_loss
@@ -36,14 +35,14 @@ def test_gram_sade_equals_dense_reference(d_in, d_out, rank, num_bases, normaliz
 
 
 @pytest.mark.parametrize("normalized", (True, False))
-def test_model_sade_is_the_mean_over_all_layers(normalized):
+def test_model_sade_is_the_mean_over_all_layers(normalized, build_tiny, randomize_adapters):
     model = apply_peft(build_tiny().double(), {"rank": 2, "num_bases": 3, "sade_normalized": normalized})
     randomize_adapters(model)
     got, expected = sade_loss(model), sade_loss_dense(model, normalized=normalized)
     assert got.shape == () and abs(got - expected) <= 1e-8 * abs(expected)
 
 
-def test_clora_shared_sade_equals_dense_reference():
+def test_clora_shared_sade_equals_dense_reference(build_tiny, randomize_adapters):
     model = apply_peft(build_tiny().double(), {"method": "clora_shared", "rank": 2, "num_bases": 3})
     randomize_adapters(model)
     got, expected = sade_loss(model), sade_loss_dense(model)
@@ -51,7 +50,7 @@ def test_clora_shared_sade_equals_dense_reference():
 
 
 @pytest.mark.parametrize("normalized", (True, False))
-def test_dense_reference_multiply_adds_match_the_flop_counter(normalized):
+def test_dense_reference_multiply_adds_match_the_flop_counter(normalized, build_tiny, randomize_adapters):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3, "sade_normalized": normalized})
     randomize_adapters(model)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -59,7 +58,7 @@ def test_dense_reference_multiply_adds_match_the_flop_counter(normalized):
     assert counter.get_total_flops() == 2 * sade_loss_dense_macs(model) > 0
 
 
-def test_sade_gradients_reach_bases_and_coefficients():
+def test_sade_gradients_reach_bases_and_coefficients(build_tiny, randomize_adapters):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3})
     randomize_adapters(model)
     sade_loss(model).backward()
@@ -69,7 +68,7 @@ def test_sade_gradients_reach_bases_and_coefficients():
         assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0
 
 
-def test_sade_is_zero_with_finite_gradients_at_initialisation():
+def test_sade_is_zero_with_finite_gradients_at_initialisation(build_tiny):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3})
     value = sade_loss(model)
     value.backward()
@@ -77,7 +76,7 @@ def test_sade_is_zero_with_finite_gradients_at_initialisation():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_sade_lies_in_unit_interval_and_reaches_one_for_identical_branches():
+def test_sade_lies_in_unit_interval_and_reaches_one_for_identical_branches(build_tiny, randomize_adapters):
     model = apply_peft(build_tiny().double(), {"rank": 2, "num_bases": 3})
     for seed in range(3):
         randomize_adapters(model, seed=seed)
@@ -95,21 +94,21 @@ def test_sade_is_scale_invariant():
     torch.testing.assert_close(once, scaled, rtol=1e-9, atol=0)
 
 
-def test_single_base_has_no_pairs():
+def test_single_base_has_no_pairs(build_tiny, randomize_adapters):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 1})
     randomize_adapters(model)
     assert sade_loss(model).item() == 0.0
 
 
 @pytest.mark.parametrize("method", ("lora", "linear", "full"))
-def test_sade_is_zero_for_methods_without_bases(method):
+def test_sade_is_zero_for_methods_without_bases(method, build_tiny):
     model = apply_peft(build_tiny(), {"method": method})
     value = sade_loss(model)
     assert value.shape == () and value.item() == 0.0
     assert sade_loss(copy.deepcopy(build_tiny())).item() == 0.0
 
 
-def test_sade_loss_trains_with_the_task_loss():
+def test_sade_loss_trains_with_the_task_loss(build_tiny, make_points, randomize_adapters):
     model = apply_peft(build_tiny(), {"rank": 2, "num_bases": 3}).train()
     randomize_adapters(model)
     loss = model(make_points()).logsumexp(-1).mean() + 0.1 * sade_loss(model)
