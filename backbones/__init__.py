@@ -4,58 +4,63 @@
 >>> backbones.list_backbones()
 ['point_bert', 'point_mae']
 >>> model = backbones.create_backbone("point_mae", num_classes=15)  # doctest: +SKIP
+
+This package is the foundation of the toolkit: every other package may import it. Its public names
+load on first use, so that a module that needs only the error classes (``backbones.errors``, which
+imports nothing of the toolkit) does not load the models.
 """
 
-from .checkpoint import LoadReport, checkpoint_filter_fn, load_checkpoint, read_checkpoint
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    InputShapeError,
-    ModelConfigError,
-    NonFiniteError,
-    StateError,
-    ToolkitError,
-    UnknownNameError,
-)
-from .layers import Attention, Block, DropPath, Mlp, TransformerEncoder
-from .patch_encoder import PatchEncoder
-from .point_bert import PointBERT
-from .point_mae import PointMAE
-from .point_transformer import PointPatchTransformer
-from .registry import backbone_defaults, create_backbone, list_backbones, register_backbone
-from .tokenizer import Group, farthest_point_sample, gather_points, group_points, knn_query
+from __future__ import annotations
 
-__all__ = [
-    "Attention",
-    "Block",
-    "CheckpointError",
-    "ConfigError",
-    "DataError",
-    "DropPath",
-    "Group",
-    "InputShapeError",
-    "LoadReport",
-    "Mlp",
-    "ModelConfigError",
-    "NonFiniteError",
-    "PatchEncoder",
-    "PointBERT",
-    "PointMAE",
-    "PointPatchTransformer",
-    "StateError",
-    "ToolkitError",
-    "TransformerEncoder",
-    "backbone_defaults",
-    "UnknownNameError",
-    "checkpoint_filter_fn",
-    "create_backbone",
-    "farthest_point_sample",
-    "gather_points",
-    "group_points",
-    "knn_query",
-    "list_backbones",
-    "load_checkpoint",
-    "read_checkpoint",
-    "register_backbone",
-]
+import importlib
+from typing import Any
+
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "Attention": "layers",
+    "Block": "layers",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "DropPath": "layers",
+    "Group": "tokenizer",
+    "InputShapeError": "errors",
+    "LoadReport": "checkpoint",
+    "Mlp": "layers",
+    "ModelConfigError": "errors",
+    "NonFiniteError": "errors",
+    "PatchEncoder": "patch_encoder",
+    "PointBERT": "point_bert",
+    "PointMAE": "point_mae",
+    "PointPatchTransformer": "point_transformer",
+    "StateError": "errors",
+    "ToolkitError": "errors",
+    "TransformerEncoder": "layers",
+    "UnknownNameError": "errors",
+    "backbone_defaults": "registry",
+    "checkpoint_filter_fn": "checkpoint",
+    "create_backbone": "registry",
+    "farthest_point_sample": "tokenizer",
+    "gather_points": "tokenizer",
+    "group_points": "tokenizer",
+    "knn_query": "tokenizer",
+    "list_backbones": "registry",
+    "load_checkpoint": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "register_backbone": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backbones' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
