@@ -56,6 +56,10 @@ PRETRAIN_PREFIXES = {
 POINT_BERT_ENCODER = "transformer_q."
 POINT_BERT_DROPPED = ("transformer_q.cls_head.", "transformer_k.", "dvae.", "queue")
 STRICT_LAYOUTS = ("finetuned", "state_dict")
+#: Entry of this toolkit's exports that says how to rebuild the model: ``{"backbone": name,
+#: "sizes": {official size names}, "num_classes": C, "class_names": [...], ...}``. Loaders of the
+#: official code read only ``base_model`` and ignore it.
+MODEL_INFO_KEY = "pcclora_model"
 
 
 @dataclass
@@ -239,11 +243,18 @@ def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name in getattr(model, "head_module_names", ()))
 
 
+def stored_model_info(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The rebuild information a checkpoint of this toolkit carries (:data:`MODEL_INFO_KEY`), or None."""
+    info = checkpoint.get(MODEL_INFO_KEY)
+    return dict(info) if isinstance(info, Mapping) else None
+
+
 def load_checkpoint(
     model: nn.Module,
     source: str | os.PathLike | Mapping[str, Any],
     *,
     strict: bool | None = None,
+    source_name: str | None = None,
 ) -> LoadReport:
     """Load a checkpoint of any supported layout into ``model``.
 
@@ -251,6 +262,7 @@ def load_checkpoint(
         model: a backbone from :func:`backbones.create_backbone` (or any module whose key names
             follow the official models, docs/formats.md).
         source: a file path, or a dict already read with ``torch.load``.
+        source_name: how the report names a dict source (default ``"<dict>"``).
         strict: require that the checkpoint covers every model key and has no extra keys.
             ``None`` (default): strict for fine-tuned / plain layouts, non-strict for
             pre-training layouts (which lack the cls token and the head by design).
@@ -265,7 +277,7 @@ def load_checkpoint(
             or — when strict — missing or unexpected keys.
     """
     if isinstance(source, Mapping):
-        checkpoint, source_name = source, "<dict>"
+        checkpoint, source_name = source, source_name or "<dict>"
     else:
         checkpoint, source_name = read_checkpoint(source), str(source)
     remapped = checkpoint_filter_fn(checkpoint)

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import load_checkpoint
-from .errors import UnknownNameError, did_you_mean, unknown_name_message
+from .checkpoint import load_checkpoint, read_checkpoint, stored_model_info
+from .errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_message
 from .point_bert import PointBERT
 from .point_mae import PointMAE
 
@@ -67,7 +67,7 @@ def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Ma
 def create_backbone(
     name: str,
     *,
-    num_classes: int,
+    num_classes: int | None = None,
     checkpoint: str | os.PathLike | Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> nn.Module:
@@ -75,25 +75,47 @@ def create_backbone(
 
     Args:
         name: one of :func:`list_backbones` (``"point_mae"``, ``"point_bert"``).
-        num_classes: outputs of the classification head.
+        num_classes: outputs of the classification head; may be left out when ``checkpoint`` is
+            an export of this toolkit, which stores it.
         checkpoint: a path or an already loaded dict of any layout :func:`load_checkpoint`
             understands (official pre-trained or fine-tuned files, plain state dicts, this
             toolkit's exports). Its :class:`LoadReport` is logged and kept as
-            ``model.checkpoint_report`` (``None`` without a checkpoint).
+            ``model.checkpoint_report`` (``None`` without a checkpoint). An export of this
+            toolkit also stores the model's sizes and class names: sizes not given in
+            ``overrides`` are taken from it, and its class names are kept as
+            ``model.class_names``.
         **overrides: official config names (``trans_dim``, ``depth``, ``num_heads``,
             ``num_group``, ``group_size``, ``encoder_dims``, ``drop_path_rate``, ``mlp_ratio``)
             and ``fused_attention``, ``tokenizer_backend``.
 
     Returns:
         The model; ``forward(points (B, N, 3)) -> logits (B, num_classes)``.
+
+    Raises:
+        UnknownNameError: unknown backbone or option name.
+        ConfigError: no ``num_classes`` and none stored in the checkpoint.
+        CheckpointError: from :func:`load_checkpoint`.
     """
     backbone_defaults(name)  # an unknown name fails here, with a suggestion
     factory = _REGISTRY[name]
+    source_name = None
+    info = None
+    if checkpoint is not None and not isinstance(checkpoint, Mapping):
+        source_name = str(checkpoint)
+        checkpoint = read_checkpoint(checkpoint)
+    if checkpoint is not None:
+        info = stored_model_info(checkpoint)
+    if info is not None and info.get("backbone") == name:
+        overrides = {**info.get("sizes", {}), **overrides}
+        num_classes = info.get("num_classes") if num_classes is None else num_classes
+    if num_classes is None:
+        raise ConfigError(f"create_backbone({name!r}) needs num_classes (the checkpoint does not store it)")
     _check_overrides(name, factory, overrides)
     model = factory(num_classes, **overrides)
     model.checkpoint_report = None
+    model.class_names = list(info["class_names"]) if info and info.get("class_names") else None
     if checkpoint is not None:
-        model.checkpoint_report = load_checkpoint(model, checkpoint)
+        model.checkpoint_report = load_checkpoint(model, checkpoint, source_name=source_name)
     return model
 
 

@@ -42,6 +42,11 @@ from .scanobjectnn import VARIANTS, scanobjectnn_relative_path
 from .shapes import SHAPES, box, rot_x, rot_y, rot_z, sample_shape
 
 FORMATS = ("scanobjectnn", "modelnet40")
+#: ScanObjectNN defaults: train / test samples.
+SCANOBJECTNN_SIZES = (600, 150)
+#: ModelNet40 defaults: samples per class in each split — enough for every official few-shot fold
+#: (up to 20 train and 20 test samples per class), so the layout can feed ``make_fewshot_folds``.
+MODELNET40_PER_CLASS = 20
 SPLIT_IDS = {"train": 0, "test": 1}
 INFO_FILE = "synthetic_info.json"
 
@@ -283,12 +288,23 @@ def write_modelnet40(
     return written
 
 
+def default_split_sizes(
+    format: str, num_classes: int, num_train: int | None = None, num_test: int | None = None
+) -> tuple[int, int]:
+    """``(num_train, num_test)`` with the format's default in place of each None."""
+    if format == "modelnet40":
+        defaults = (MODELNET40_PER_CLASS * num_classes, MODELNET40_PER_CLASS * num_classes)
+    else:
+        defaults = SCANOBJECTNN_SIZES
+    return (defaults[0] if num_train is None else num_train, defaults[1] if num_test is None else num_test)
+
+
 def make_synthetic(
     format: str,
     out: Path | str,
     *,
-    num_train: int = 600,
-    num_test: int = 150,
+    num_train: int | None = None,
+    num_test: int | None = None,
     seed: int = 0,
     num_points: int | None = None,
     variants: Iterable[str] = tuple(VARIANTS),
@@ -304,7 +320,9 @@ def make_synthetic(
             caches; ``num_classes`` classes, 2048 points per text file by default).
         out: the folder to write; use it as the dataset root. A new folder appears only when
             complete (written under a temporary name, then renamed); an existing one is written into.
-        num_train, num_test: samples per split (classes balanced).
+        num_train, num_test: samples per split (classes balanced); None = 600 / 150 for
+            ScanObjectNN and 20 per class in each split for ModelNet40 (800 / 800 with 40
+            classes: enough for every official 5/10-way 10/20-shot fold).
         seed: everything written is a function of the seed.
         num_points: points per sample (default 2048).
         variants: ScanObjectNN variants to write (hardest, objbg, objonly).
@@ -316,6 +334,7 @@ def make_synthetic(
     """
     if format not in FORMATS:
         raise DataError(f"unknown synthetic format {format!r}; choose one of {', '.join(FORMATS)}")
+    num_train, num_test = default_split_sizes(format, num_classes, num_train, num_test)
     sizes = [("num_train", num_train), ("num_test", num_test)]
     if num_points is not None:
         sizes.append(("num_points", num_points))

@@ -19,7 +19,7 @@ from pathlib import Path
 from backbones.errors import ConfigError
 from datasets.fewshot import make_fewshot_folds
 from datasets.scanobjectnn import VARIANTS
-from datasets.synthetic import make_synthetic
+from datasets.synthetic import default_split_sizes, make_synthetic
 from pcclora.cli.common import run_tool
 
 
@@ -29,8 +29,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (the dataset root)")
     parser.add_argument("--seed", type=int, default=0)
     synthetic = parser.add_argument_group("scanobjectnn / modelnet40")
-    synthetic.add_argument("--num-train", type=int, default=600, help="train samples (default 600)")
-    synthetic.add_argument("--num-test", type=int, default=150, help="test samples (default 150)")
+    synthetic.add_argument(
+        "--num-train", type=int, help="train samples (default: 600 for scanobjectnn, 20 per class for modelnet40)"
+    )
+    synthetic.add_argument(
+        "--num-test", type=int, help="test samples (default: 150 for scanobjectnn, 20 per class for modelnet40)"
+    )
     synthetic.add_argument("--num-points", type=int, default=None, help="points per sample (default 2048)")
     synthetic.add_argument(
         "--variants",
@@ -75,20 +79,21 @@ def write(args: argparse.Namespace) -> str:
             eval_samples=args.eval_samples,
         )
         return f"wrote {len(written)} fold files under {args.out} in {time.perf_counter() - start:.1f} s"
+    num_train, num_test = default_split_sizes(args.format, args.num_classes, args.num_train, args.num_test)
     out = make_synthetic(
         args.format,
         args.out,
-        num_train=args.num_train,
-        num_test=args.num_test,
+        num_train=num_train,
+        num_test=num_test,
         seed=args.seed,
         num_points=args.num_points,
         variants=args.variants,
         background=args.background,
         num_classes=args.num_classes,
     )
-    total = args.num_train + args.num_test
+    total = num_train + num_test
     return (
-        f"wrote synthetic {args.format} ({args.num_train} train + {args.num_test} test samples) to {out} "
+        f"wrote synthetic {args.format} ({num_train} train + {num_test} test samples) to {out} "
         f"in {time.perf_counter() - start:.1f} s ({total / (time.perf_counter() - start):.0f} samples/s)"
     )
 

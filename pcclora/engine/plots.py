@@ -21,9 +21,20 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    ax_acc.plot(epochs, [row["train_acc"] for row in history], label="train acc")
-    ax_acc.plot(epochs, [row["test_oa"] for row in history], label="test OA")
-    ax_acc.plot(epochs, [row["test_macc"] for row in history], label="test mAcc")
+    ax_acc.plot(epochs, [row["train_acc"] for row in history], label="train acc", color="tab:gray", alpha=0.8)
+    # OA thick and solid underneath, mAcc thin and dashed on top: both stay visible when they are
+    # equal (a balanced test set makes mAcc equal OA).
+    ax_acc.plot(epochs, [row["test_oa"] for row in history], label="test OA", color="tab:blue", linewidth=3.0)
+    ax_acc.plot(
+        epochs,
+        [row["test_macc"] for row in history],
+        label="test mAcc",
+        color="tab:orange",
+        linewidth=1.2,
+        linestyle="--",
+        marker="o",
+        markersize=3,
+    )
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend()
