@@ -64,7 +64,13 @@ def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = Non
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"config {path} cannot be read as text ({type(error).__name__}: {error}); give a YAML file"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config {path} is not valid YAML: {error}") from None
     if data is None:

@@ -88,6 +88,13 @@ def test_unknown_key_in_a_file_suggests_the_nearest_valid_key(tmp_path, text, su
         load_config(path)
 
 
+def test_a_binary_config_file_is_a_config_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\x80\x04\x95garbage\xff\xfe")
+    with pytest.raises(ConfigError, match=r"binary.yaml cannot be read as text \(UnicodeDecodeError"):
+        load_config(path)
+
+
 def test_unknown_peft_key_is_reported_by_the_peft_schema(tmp_path):
     path = tmp_path / "peft.yaml"
     path.write_text("peft:\n  rnak: 4\n")

@@ -140,6 +140,25 @@ def test_test_tool_path_reproduces_the_logged_accuracy_and_votes(finished_run, t
     assert torch.load(tmp_path / "m.pth").keys() == {"base_model"}
 
 
+def test_damaged_or_incomplete_run_checkpoints_are_one_checkpoint_error(finished_run, tmp_path):
+    output, _, _ = finished_run
+    content = (output / "checkpoints" / "best.pth").read_bytes()
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(content[: len(content) // 2] + bytes(64) + content[len(content) // 2 + 64 :])
+    with pytest.raises(backbones.CheckpointError, match=r"damaged.pth.*(CRC-32|truncated, corrupt)"):
+        evaluate_checkpoint(damaged)
+    incomplete = tmp_path / "incomplete.pth"
+    state = read_run_checkpoint(output / "checkpoints" / "best.pth")
+    del state["adapter"]
+    state["history"] = "?"
+    torch.save(state, incomplete)
+    message = r"incomplete.pth is marked as a pcclora run checkpoint but its entries are wrong: 'adapter' \(missing"
+    with pytest.raises(backbones.CheckpointError, match=message):
+        evaluate_checkpoint(incomplete)
+    with pytest.raises(backbones.CheckpointError, match=r"'history' \(str, expected list\)"):
+        read_run_checkpoint(incomplete)
+
+
 class _ScriptedLogits(nn.Module):
     """Returns, call after call, the scripted logits for the whole batch (ignores the points)."""
 

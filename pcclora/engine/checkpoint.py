@@ -56,7 +56,7 @@ def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
     """Read a checkpoint on the CPU (:func:`backbones.checkpoint.read_checkpoint`).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a dict.
+        CheckpointError: the file is missing, unreadable, damaged, or not a dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -72,11 +72,43 @@ def is_run_checkpoint(checkpoint: dict[str, Any]) -> bool:
     return checkpoint.get("format") == RUN_CHECKPOINT_FORMAT
 
 
+#: The entries of a run checkpoint and their types.
+RUN_CHECKPOINT_ENTRIES = {
+    "adapter": dict,
+    "optimizer": dict,
+    "rng": dict,
+    "config": dict,
+    "epoch": int,
+    "history": list,
+}
+
+
+def check_run_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> dict[str, Any]:
+    """Return ``checkpoint`` when it holds every entry of a run checkpoint with the right type.
+
+    Raises:
+        CheckpointError: an entry is missing or of another type (the file is damaged or was
+            written by something else).
+    """
+    wrong = [
+        f"{key!r} ({'missing' if key not in checkpoint else type(checkpoint[key]).__name__}, expected {kind.__name__})"
+        for key, kind in RUN_CHECKPOINT_ENTRIES.items()
+        if not isinstance(checkpoint.get(key), kind)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path} is marked as a pcclora run checkpoint but its entries are wrong: {', '.join(wrong)}; "
+            "the file is damaged or was not written by pcclora; use another checkpoint of the run"
+        )
+    return checkpoint
+
+
 def read_run_checkpoint(path: Path | str) -> dict[str, Any]:
     """Read a checkpoint the fine-tuning engine wrote.
 
     Raises:
-        CheckpointError: missing or unreadable file, or a file that is not a run checkpoint.
+        CheckpointError: missing, unreadable or damaged file, a file that is not a run checkpoint,
+            or one whose entries are missing or of the wrong type.
     """
     checkpoint = read_checkpoint_file(path)
     if not is_run_checkpoint(checkpoint):
@@ -84,7 +116,7 @@ def read_run_checkpoint(path: Path | str) -> dict[str, Any]:
             f"{path} is not a pcclora run checkpoint (no 'format': '{RUN_CHECKPOINT_FORMAT}' entry); "
             "pass a file from <run folder>/checkpoints/"
         )
-    return checkpoint
+    return check_run_checkpoint(checkpoint, path)
 
 
 def run_checkpoint_state(

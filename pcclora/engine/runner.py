@@ -20,6 +20,7 @@ from tqdm import tqdm
 from backbones.errors import ConfigError, NonFiniteError
 from pcclora.config import check_run_numbers, config_from_dict
 from pcclora.engine.checkpoint import (
+    check_run_checkpoint,
     export_merged,
     is_run_checkpoint,
     read_checkpoint_file,
@@ -339,6 +340,7 @@ def evaluate_checkpoint(
     checkpoint = read_checkpoint_file(checkpoint_path)
     run_checkpoint = is_run_checkpoint(checkpoint)
     if run_checkpoint:
+        check_run_checkpoint(checkpoint, checkpoint_path)
         saved = checkpoint["config"]
         config = config_from_dict(saved, list(overrides), name=saved.get("name", "config"))
     elif config is None:
