@@ -15,8 +15,6 @@ function of the config and the epoch, so it needs no state of its own.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from torch import nn
 from backbones.checkpoint import read_checkpoint
 from backbones.errors import CheckpointError
 from pcclora.config import config_from_dict
+from pcclora.engine.files import atomic_write
 from pcclora.engine.seeding import rng_state
 from pcclora.peft import adapter_state_dict, export_merged_state_dict
 
@@ -35,21 +34,10 @@ RUN_CHECKPOINT_FORMAT = "pcclora-run"
 def save_atomic(obj: Any, path: Path | str) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
 
-    A crash or Ctrl-C while writing leaves the previous file intact.
+    A crash or Ctrl-C while writing leaves the previous file intact
+    (:func:`pcclora.engine.files.atomic_write`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
@@ -95,6 +83,10 @@ def check_run_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> dict[s
         for key, kind in RUN_CHECKPOINT_ENTRIES.items()
         if not isinstance(checkpoint.get(key), kind)
     ]
+    if not wrong and not all(
+        isinstance(row, dict) and {"epoch", "test_oa"} <= set(row) for row in checkpoint["history"]
+    ):
+        wrong = ["'history' (rows without 'epoch' and 'test_oa')"]
     if wrong:
         raise CheckpointError(
             f"{path} is marked as a pcclora run checkpoint but its entries are wrong: {', '.join(wrong)}; "
@@ -141,14 +133,19 @@ def run_checkpoint_state(
 def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The saved config of a run (with ``overrides`` applied) and its ``last.pth``.
 
+    Nothing is written: whether the overrides fit the run's checkpoint (e.g. ``peft.rank``) is
+    checked by :func:`pcclora.engine.finetune` before it writes anything.
+
     Raises:
-        CheckpointError: the folder has no ``checkpoints/last.pth``.
+        CheckpointError: the folder has no ``checkpoints/last.pth``, or it is unreadable or damaged.
+        ConfigError: an override is unknown or of the wrong type.
     """
     path = Path(run_folder) / "checkpoints" / "last.pth"
     if not path.is_file():
         raise CheckpointError(
             f"cannot resume: {path} not found; --resume continues the run in --output DIR, which must be "
-            "the folder of an earlier run that finished at least one epoch"
+            "the folder of an earlier run that finished at least one epoch (to start a run there again, "
+            "give --cfg ... --overwrite instead)"
         )
     checkpoint = read_run_checkpoint(path)
     saved = checkpoint["config"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from backbones.errors import ConfigError, NonFiniteError
+from backbones.errors import CheckpointError, ConfigError, NonFiniteError
 from pcclora.config import check_run_numbers, config_from_dict
 from pcclora.engine.checkpoint import (
     check_run_checkpoint,
@@ -27,7 +28,7 @@ from pcclora.engine.checkpoint import (
     run_checkpoint_state,
     save_atomic,
 )
-from pcclora.engine.data import RunData, build_run_data, test_loader, train_loader
+from pcclora.engine.data import RunData, build_run_data, check_batch_size, test_loader, train_loader
 from pcclora.engine.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -40,8 +41,14 @@ from pcclora.engine.metrics import Accuracy
 from pcclora.engine.model import backbone_checkpoint_path, build_model, describe_trainable, load_official_model, unwrap
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_confusion, plot_curves
-from pcclora.engine.run_folder import RunFolder, check_export_path, check_folder_path, default_output
-from pcclora.engine.schedule import build_schedule
+from pcclora.engine.run_folder import (
+    RunFolder,
+    RunFolderClaim,
+    check_export_path,
+    check_folder_path,
+    default_output,
+)
+from pcclora.engine.schedule import CosineWarmupSchedule, build_schedule
 from pcclora.engine.seeding import (
     AUGMENT_STREAM,
     VOTE_STREAM,
@@ -108,28 +115,126 @@ def finetune(
     output: Path | str | None = None,
     resume: dict[str, Any] | None = None,
     export: Path | str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``config`` and write the run folder; returns the summary (also ``summary.json``).
 
+    Everything is checked before the first file is written — config numbers, paths, the
+    backbone checkpoint, the data, the batch size, the model and, with ``resume``, that the
+    run's trained tensors and optimizer state fit the model the (overridden) config builds —
+    so a refused call changes no file. The run holds the folder's lock (``<output>/.lock``)
+    from its first check to its end.
+
     Args:
         config: a resolved config (:func:`pcclora.load_config`).
-        output: the run folder; None = :func:`default_output`.
-        resume: a run checkpoint (``last.pth`` read by the caller) to continue from its next epoch.
+        output: the run folder; None = :func:`default_output`. A new run refuses a folder that
+            holds an earlier run unless ``overwrite``.
+        resume: a run checkpoint (``last.pth`` read by the caller, e.g. with
+            :func:`~pcclora.engine.checkpoint.load_run_for_resume`) to continue from its next epoch.
         export: write the merged model of the last epoch as ``{'base_model': state_dict}`` to this
             path; ``""`` = ``<run folder>/model_merged.pth``; None = no export.
+        overwrite: start a new run in a folder that holds an earlier run, removing that run's
+            files (config.yaml, log.txt, metrics.csv, summary.json, plots, checkpoints/,
+            tensorboard/, model_merged.pth) once everything is checked; other files stay.
 
     Raises:
-        ToolkitError subclasses for user mistakes; :class:`NonFiniteError` when the loss
-        diverges (``last.pth`` then still holds the last good epoch).
+        ConfigError: a config value, a path, ``overwrite`` together with ``resume``, a folder
+            that holds an earlier run (without ``overwrite``) or that another run has locked.
+        CheckpointError: a backbone checkpoint, or ``resume`` state that does not fit the model.
+        DataError: missing or malformed data files.
+        NonFiniteError: the loss diverges (``last.pth`` then still holds the last good epoch).
     """
     started = time.perf_counter()
     context = init_distributed(config["training"]["device"])
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
-        return _finetune(config, output, resume, export, context, started)
+        return _finetune(config, output, resume, export, overwrite, context, started)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         shutdown_distributed(context)
+
+
+def _claim_run_folder(root: Path, resuming: bool, overwrite: bool, context: DistributedContext) -> Any:
+    """Rank 0 opens its :class:`RunFolderClaim`; a refusal is raised on every rank alike."""
+    claim, refusal = None, None
+    if context.is_main:
+        try:
+            claim = RunFolderClaim(root, resuming, overwrite).open()
+        except ConfigError as error:
+            refusal = str(error)
+    refusal = all_gather_objects(refusal, context)[0]
+    if refusal is not None:
+        raise ConfigError(refusal)
+    return claim
+
+
+def _load_resume_state(model: nn.Module, optimizer: torch.optim.Optimizer, resume: dict[str, Any], root: Path) -> None:
+    """Put a run checkpoint's tensors, optimizer state and random state into a freshly built run.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the model or the optimizer that the config
+            (with its overrides) builds.
+    """
+    where = root / "checkpoints" / "last.pth"
+    try:
+        load_adapter_state_dict(model, resume["adapter"])
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"cannot resume from {where}: {error}; --set on --resume may change training settings "
+            "(training.max_epoch, ...) but not the model"
+        ) from None
+    try:
+        optimizer.load_state_dict(resume["optimizer"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        raise CheckpointError(
+            f"cannot resume from {where}: its optimizer state does not fit this run's trainable parameters "
+            f"({type(error).__name__}: {error}); resume with the run's own config"
+        ) from None
+    try:
+        restore_rng_state(resume["rng"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        raise CheckpointError(
+            f"cannot resume from {where}: its random-generator state is damaged ({type(error).__name__}: {error}); "
+            "use another checkpoint of the run"
+        ) from None
+
+
+@dataclass
+class _PreparedRun:
+    """What a run builds before it writes its first file."""
+
+    data: RunData
+    model: nn.Module
+    counts: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    schedule: CosineWarmupSchedule
+    messages: list[str]  # said while preparing; written to log.txt once the folder is written
+
+
+def _prepare(
+    config: dict[str, Any], resume: dict[str, Any] | None, root: Path, context: DistributedContext
+) -> _PreparedRun:
+    """Check the backbone checkpoint, read the data, build model and optimizer, load ``resume``."""
+    messages: list[str] = []
+
+    def log_early(message: str) -> None:
+        if context.is_main:
+            print(message, flush=True)
+        messages.append(message)
+
+    training = config["training"]
+    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
+    _configure_device(config, context, log_early)
+    data = build_run_data(config["dataset"], log_early)
+    check_batch_size(len(data.train), training["batch_size"], context.world_size)
+    log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
+    model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
+    counts = _log_model(model, config, data, context, log_early)  # a failing profile forward writes nothing
+    optimizer = build_optimizer(model, config["optimizer"])
+    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
+    if resume is not None:
+        _load_resume_state(model, optimizer, resume, root)
+    return _PreparedRun(data, model, counts, optimizer, schedule, messages)
 
 
 def _finetune(
@@ -137,50 +242,67 @@ def _finetune(
     output: Path | str | None,
     resume: dict[str, Any] | None,
     export: Path | str | None,
+    overwrite: bool,
     context: DistributedContext,
     started: float,
 ) -> dict[str, Any]:
-    training = config["training"]
-    seed = training["seed"]
-    # Inputs are checked before the run folder exists, so a mistake leaves no empty run behind;
-    # what is said meanwhile is printed now and written to log.txt once the folder exists.
-    early_messages: list[str] = []
-
-    def log_early(message: str) -> None:
-        if context.is_main:
-            print(message, flush=True)
-        early_messages.append(message)
-
+    # Everything is checked before the first file is written, so that a refused command changes
+    # no file: the cheap checks, then the folder's claim (lock, run folder rules), then _prepare.
+    if resume is not None and overwrite:
+        raise ConfigError(
+            "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
+        )
     check_run_numbers(config)
     if export:
         check_export_path(export)
     if output is not None:
         check_folder_path(output, "--output")
-    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
-    _configure_device(config, context, log_early)
-    data = build_run_data(config["dataset"], log_early)
-    log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
-    model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
-    counts = _log_model(model, config, data, context, log_early)  # a failing profile forward leaves no folder
-    optimizer = build_optimizer(model, config["optimizer"])
-    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
-
     root = Path(output) if output is not None else default_output(config)
     root = Path(all_gather_objects(str(root), context)[0])  # one folder name for every rank
-    run = RunFolder(root, active=context.is_main, use_tensorboard=config["training"]["tensorboard"])
+    claim = _claim_run_folder(root, resume is not None, overwrite, context)
+    try:
+        prepared = _prepare(config, resume, root, context)
+    except BaseException:
+        if claim is not None:
+            claim.abandon()
+        raise
+    try:
+        return _run(config, root, resume, export, context, started, claim, prepared)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _run(
+    config: dict[str, Any],
+    root: Path,
+    resume: dict[str, Any] | None,
+    export: Path | str | None,
+    context: DistributedContext,
+    started: float,
+    claim: RunFolderClaim | None,
+    prepared: _PreparedRun,
+) -> dict[str, Any]:
+    """Write the run folder and train: the part of a run that changes files."""
+    training = config["training"]
+    seed = training["seed"]
+    data, model, counts = prepared.data, prepared.model, prepared.counts
+    optimizer, schedule = prepared.optimizer, prepared.schedule
+    folder_messages = claim.commit() if claim is not None else []
+    run = RunFolder(root, active=context.is_main, use_tensorboard=training["tensorboard"])
     run.write_config(config)
     run.log(
         f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, "
         f"processes {context.world_size})"
     )
-    for message in early_messages:
+    for message in folder_messages:
+        run.log(message)
+    for message in prepared.messages:
         run.log(message, echo=False)
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume is not None:
-        load_adapter_state_dict(model, resume["adapter"])
-        optimizer.load_state_dict(resume["optimizer"])
         restore_rng_state(resume["rng"])
         history = [dict(row) for row in resume["history"]]
         start_epoch = resume["epoch"] + 1
