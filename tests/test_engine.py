@@ -204,6 +204,89 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scan_root, tm
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: non-finite loss"
 
 
+def _all_finite(checkpoint_path) -> bool:
+    adapter = read_run_checkpoint(checkpoint_path)["adapter"]
+    return all(bool(value.isfinite().all()) for value in adapter.values() if isinstance(value, torch.Tensor))
+
+
+def test_a_huge_lr_whose_nan_reaches_the_logits_before_the_loss_never_saves_that_epoch(
+    scan_root, tmp_path, monkeypatch, tiny_config
+):
+    # The fault-injection case of issue 11: one AdamW step per epoch (batch 32 of 32 samples) at
+    # lr 1e30 leaves weights that give NaN logits while the epoch's only loss was finite. The
+    # config check now refuses such an lr (> 10); it is lifted here because the guard must hold
+    # whatever made the values non-finite.
+    monkeypatch.setattr(runner_module, "check_run_numbers", lambda config: None)
+    config = tiny_config(
+        "scanobjectnn_hardest", scan_root, extra=["training.max_epoch=4", "training.batch_size=32", "optimizer.lr=1e30"]
+    )
+    expected = (
+        r"non-finite logits .* after epoch 2: training stopped; epoch 2 is not saved; the last good checkpoint "
+        r"is kept: .*last.pth \(epoch 1\), and .*best.pth \(epoch 0\); their weights and test logits are finite"
+    )
+    with pytest.raises(NonFiniteLossError, match=expected):
+        finetune(config, output=tmp_path / "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert read_run_checkpoint(checkpoints / "last.pth")["epoch"] == 1
+    assert _all_finite(checkpoints / "last.pth") and _all_finite(checkpoints / "best.pth")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "stopped: non-finite logits" and summary["last_epoch"] == 1
+    assert [int(row["epoch"]) for row in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))] == [0, 1]
+    assert evaluate_checkpoint(checkpoints / "last.pth")["epoch"] == 1  # a real score of finite logits
+    config, last = load_run_for_resume(tmp_path / "run", ["optimizer.lr=5e-4"])
+    resumed = finetune(config, output=tmp_path / "run", resume=last)
+    assert resumed["status"] == "finished" and resumed["last_epoch"] == 4
+    assert _all_finite(checkpoints / "last.pth")
+
+
+def test_nan_in_the_weights_after_an_epoch_stops_the_run_before_saving_it(
+    scan_root, tmp_path, monkeypatch, tiny_config
+):
+    real_epoch = runner_module.train_one_epoch
+
+    def epoch_whose_last_step_breaks_a_weight(*args, **kwargs):
+        stats = real_epoch(*args, **kwargs)
+        if args[7] == 1:
+            with torch.no_grad():
+                args[1].cls_token.fill_(math.nan)  # the core model's trained cls token
+        return stats
+
+    monkeypatch.setattr(runner_module, "train_one_epoch", epoch_whose_last_step_breaks_a_weight)
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"])
+    with pytest.raises(NonFiniteLossError, match=r"trained tensors hold NaN or Inf after epoch 1 \(cls_token\)"):
+        finetune(config, output=tmp_path)
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: non-finite weights"
+
+
+def test_an_evaluation_with_non_finite_logits_is_an_error_not_a_score(finished_run, tmp_path):
+    output, _, _ = finished_run
+    checkpoint = read_run_checkpoint(output / "checkpoints" / "best.pth")
+    head = [key for key in checkpoint["adapter"] if key.startswith("cls_head_finetune") and key.endswith("weight")][-1]
+    broken = {
+        **checkpoint,
+        "adapter": {**checkpoint["adapter"], head: torch.full_like(checkpoint["adapter"][head], math.nan)},
+    }
+    torch.save(broken, tmp_path / "nan.pth")
+    with pytest.raises(NonFiniteLossError, match=rf"nan.pth \(epoch 0\) holds NaN or Inf in {head}.*has no accuracy"):
+        evaluate_checkpoint(tmp_path / "nan.pth")
+    huge = {
+        **checkpoint,
+        "adapter": {**checkpoint["adapter"], head: torch.full_like(checkpoint["adapter"][head], 3e38)},
+    }
+    torch.save(huge, tmp_path / "huge.pth")  # finite weights whose logits overflow
+    with pytest.raises(NonFiniteLossError, match=r"huge.pth: the model gives non-finite logits .* not a score"):
+        evaluate_checkpoint(tmp_path / "huge.pth")
+    loader = DataLoader(TensorDataset(torch.rand(4, 80, 3), torch.ones(4, dtype=torch.long)), batch_size=2)
+    context = init_distributed("cpu")
+    with pytest.raises(NonFiniteLossError, match="non-finite logits .* on 4 of 4 test samples"):
+        runner_module.evaluate(_ScriptedLogits([[math.nan, 0.0]]), loader, 64, 2, context)
+    augment = {"scale_low": 2 / 3, "scale_high": 1.5, "translate": 0.2}
+    one_bad_vote = _ScriptedLogits([[1.0, 0.0], [math.inf, 0.0]])
+    with pytest.raises(NonFiniteLossError, match="non-finite logits"):
+        evaluate_votes(one_bad_vote, loader, 64, 2, 2, augment, torch.Generator().manual_seed(0), context)
+
+
 def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch, tiny_config):
     real_epoch = runner_module.train_one_epoch
 

@@ -58,7 +58,7 @@ from pcclora.engine.seeding import (
     use_deterministic_algorithms,
 )
 from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
-from pcclora.engine.trainer import train_one_epoch
+from pcclora.engine.trainer import check_finite_state, nonfinite_state, train_one_epoch
 from pcclora.peft import count_parameters, load_adapter_state_dict
 from pcclora.profiling import profile
 
@@ -319,6 +319,7 @@ def _run(
     vote: Accuracy | None = None
     last_accuracy: Accuracy | None = None
     epoch = start_epoch
+    stage = "loss"  # what a NonFiniteError is about: loss, weights, logits (test) or vote logits
     try:
         for epoch in range(start_epoch, max_epoch + 1):
             epoch_started = time.perf_counter()
@@ -326,6 +327,7 @@ def _run(
             generator = torch.Generator().manual_seed(derive_seed(seed, epoch, context.rank, AUGMENT_STREAM))
             lr = schedule.apply(optimizer, epoch)
             loader = train_loader(data.train, training["batch_size"], seed, epoch, context, training["num_workers"])
+            stage = "loss"
             stats = train_one_epoch(
                 model,
                 core,
@@ -337,6 +339,11 @@ def _run(
                 epoch,
                 _progress_bar(context, epoch, len(loader)),
             )
+            # An epoch is saved only when its trained tensors are finite and its evaluation gave
+            # finite logits: a NaN can reach the weights in the epoch's last step before any loss shows it.
+            stage = "weights"
+            check_finite_state(core, optimizer, epoch, context)
+            stage = "logits"
             last_accuracy = evaluate(
                 model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"]
             )
@@ -369,6 +376,7 @@ def _run(
             )
             barrier(context)
         if training["vote"] > 0:
+            stage = "vote logits"
             generator = torch.Generator().manual_seed(derive_seed(seed, VOTE_STREAM, context.rank))
             vote = evaluate_votes(
                 model,
@@ -395,14 +403,32 @@ def _run(
             f"continue with: python tools/finetune.py --output {run.root} --resume"
         )
     except NonFiniteError as error:
-        status = "stopped: non-finite loss"
-        kept = f"{run.last_checkpoint} (epoch {history[-1]['epoch']})" if history else "no checkpoint (first epoch)"
+        status = f"stopped: non-finite {stage}"
         _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
-        raise NonFiniteError(
-            f"{error}. The last good checkpoint is kept: {kept}. Lower optimizer.lr or training.grad_clip "
-            f"and continue with --resume, or start again"
-        ) from None
+        raise NonFiniteError(_nonfinite_message(error, stage, epoch, history, run)) from None
     return _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+
+
+def _nonfinite_message(
+    error: NonFiniteError, stage: str, epoch: int, history: list[dict[str, Any]], run: RunFolder
+) -> str:
+    """Why the run stopped, which checkpoints are kept (never a non-finite one), what to do."""
+    if stage == "vote logits":
+        return f"{error} in the final voting evaluation; the checkpoints of the run are kept as they were"
+    if stage == "logits":
+        error = NonFiniteError(f"{error} after epoch {epoch}: training stopped")
+    if history:
+        best = best_epoch_row(history)
+        kept = (
+            f"the last good checkpoint is kept: {run.last_checkpoint} (epoch {history[-1]['epoch']}), and "
+            f"{run.best_checkpoint} (epoch {best['epoch']}); their weights and test logits are finite"
+        )
+    else:
+        kept = "no epoch ended with finite values, so no checkpoint was written"
+    return (
+        f"{error}; epoch {epoch} is not saved; {kept}; lower optimizer.lr or training.grad_clip and continue "
+        "with --resume, or start again"
+    )
 
 
 def _finish(
@@ -484,6 +510,13 @@ def evaluate_checkpoint(
             model = build_model(config, data.num_classes, log=lambda message: None)
             load_adapter_state_dict(model, checkpoint["adapter"])
             method = config["peft"]["method"]
+            bad = nonfinite_state(model)
+            if bad:
+                raise NonFiniteError(
+                    f"checkpoint {checkpoint_path} (epoch {checkpoint['epoch']}) holds NaN or Inf in "
+                    f"{', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''}; it was saved by a run that diverged, "
+                    "so it has no accuracy; use a checkpoint of an earlier epoch"
+                )
         else:
             model = load_official_model(checkpoint_path, config, data.num_classes)
             method = "official checkpoint"
@@ -491,7 +524,13 @@ def evaluate_checkpoint(
         training = config["training"]
         loader = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
         npoints = config["dataset"]["npoints"]
-        accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+        try:
+            accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+        except NonFiniteError as error:
+            raise NonFiniteError(
+                f"checkpoint {checkpoint_path}: {error}; an evaluation with non-finite logits is not a score; "
+                "use a checkpoint of an earlier epoch"
+            ) from None
         result: dict[str, Any] = {
             "checkpoint": str(checkpoint_path),
             "method": method,
