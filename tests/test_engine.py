@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -302,6 +304,73 @@ def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_pat
     monkeypatch.setattr(runner_module, "train_one_epoch", real_epoch)
     config, last = load_run_for_resume(tmp_path, [])
     assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("where", ["write_metrics", "plot_curves"])
+def test_ctrl_c_right_after_an_epoch_is_saved_keeps_its_log_line_and_names_it(
+    scan_root, tmp_path, monkeypatch, tiny_config, where
+):
+    from pcclora.engine.run_folder import RunFolder
+
+    real = {"write_metrics": RunFolder.write_metrics, "plot_curves": runner_module.plot_curves}[where]
+    calls = {"interrupted": 0}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C once, while epoch 1's files are written
+        history = args[1] if where == "write_metrics" else args[0]
+        if history[-1]["epoch"] == 1 and not calls["interrupted"]:
+            calls["interrupted"] += 1
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    if where == "write_metrics":
+        monkeypatch.setattr(RunFolder, "write_metrics", interrupted)
+    else:
+        monkeypatch.setattr(runner_module, "plot_curves", interrupted)
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"])
+    summary = finetune(config, output=tmp_path)
+    monkeypatch.undo()
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 2 and summary["last_epoch"] == 1
+    log = (tmp_path / "log.txt").read_text()
+    assert "epoch   1/2" in log
+    assert f"interrupted after epoch 1 was saved: {tmp_path / 'checkpoints' / 'last.pth'} holds epoch 1" in log
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+    assert [int(row["epoch"]) for row in csv.DictReader(open(tmp_path / "metrics.csv"))] == [0, 1]
+    config, last = load_run_for_resume(tmp_path, [])
+    assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 3
+
+
+def test_a_real_ctrl_c_while_an_epoch_is_saved_waits_until_the_epoch_is_saved_and_logged(
+    scan_root, tmp_path, monkeypatch, tiny_config
+):
+    real_save = runner_module.save_atomic
+
+    def save_with_ctrl_c(state, path):
+        if state["epoch"] == 1 and path.name == "last.pth":
+            os.kill(os.getpid(), signal.SIGINT)  # the signal arrives while the checkpoints are written
+        return real_save(state, path)
+
+    monkeypatch.setattr(runner_module, "save_atomic", save_with_ctrl_c)
+    summary = finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path)
+    assert summary["status"] == "interrupted" and summary["last_epoch"] == 1
+    log = (tmp_path / "log.txt").read_text()
+    assert "epoch   1/2" in log and "interrupted after epoch 1 was saved" in log
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+
+
+def test_ctrl_c_during_an_epoch_names_the_epoch_the_checkpoint_holds(scan_root, tmp_path, monkeypatch, tiny_config):
+    real_epoch = runner_module.train_one_epoch
+
+    def interrupted_epoch(*args, **kwargs):
+        if args[7] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path)
+    log = (tmp_path / "log.txt").read_text()
+    assert (
+        f"interrupted during epoch 2: {tmp_path / 'checkpoints' / 'last.pth'} holds epoch 1, the last finished" in log
+    )
 
 
 @pytest.mark.parametrize(

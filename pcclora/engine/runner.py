@@ -8,8 +8,11 @@ run checkpoint (or an official fine-tuned file) and reports its accuracy.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +323,7 @@ def _run(
     last_accuracy: Accuracy | None = None
     epoch = start_epoch
     stage = "loss"  # what a NonFiniteError is about: loss, weights, logits (test) or vote logits
+    phase = "epoch"  # what Ctrl-C interrupts: an epoch, the final voting evaluation, the export
     try:
         for epoch in range(start_epoch, max_epoch + 1):
             epoch_started = time.perf_counter()
@@ -344,9 +348,7 @@ def _run(
             stage = "weights"
             check_finite_state(core, optimizer, epoch, context)
             stage = "logits"
-            last_accuracy = evaluate(
-                model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"]
-            )
+            accuracy = evaluate(model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"])
             row = {
                 "epoch": epoch,
                 "lr": lr,
@@ -354,29 +356,18 @@ def _run(
                 "train_ce": stats.ce,
                 "train_sade": stats.sade,
                 "train_acc": stats.acc,
-                "test_oa": last_accuracy.overall,
-                "test_macc": last_accuracy.mean_class,
+                "test_oa": accuracy.overall,
+                "test_macc": accuracy.mean_class,
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
-            improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
-            history.append(row)
+            _commit_epoch(run, core, optimizer, config, history, row, context)
+            last_accuracy = accuracy
             if context.is_main:
-                state = run_checkpoint_state(core, optimizer, config, epoch, history)
-                save_atomic(state, run.last_checkpoint)
-                if improved:
-                    save_atomic(state, run.best_checkpoint)
-                run.write_metrics(history)
                 run.add_scalars(row)
                 plot_curves(history, run.root / "curves.png")
-            best = best_epoch_row(history)
-            run.log(
-                f"epoch {epoch:3d}/{max_epoch}  lr {lr:.2e}  loss {stats.loss:.4f}  train acc {stats.acc:6.2f}  "
-                f"test OA {row['test_oa']:6.2f}  mAcc {row['test_macc']:6.2f}  "
-                f"(best OA {best['test_oa']:.2f} @ {best['epoch']})  {row['epoch_seconds']:.1f}s"
-            )
             barrier(context)
         if training["vote"] > 0:
-            stage = "vote logits"
+            stage, phase = "vote logits", "final voting evaluation"
             generator = torch.Generator().manual_seed(derive_seed(seed, VOTE_STREAM, context.rank))
             vote = evaluate_votes(
                 model,
@@ -394,19 +385,89 @@ def _run(
                 f"OA {vote.overall:.2f}  mAcc {vote.mean_class:.2f}"
             )
         if export is not None and context.is_main:
+            phase = "export of the merged model"
             path = export_merged(core, export or run.root / "model_merged.pth")
             run.log(f"exported the merged model (official fine-tuned layout) to {path}")
     except KeyboardInterrupt:
         status = "interrupted"
-        run.log(
-            f"interrupted during epoch {epoch}: {run.last_checkpoint} holds the last finished epoch; "
-            f"continue with: python tools/finetune.py --output {run.root} --resume"
-        )
+        run.log(_interrupted_message(phase, epoch, history, run))
     except NonFiniteError as error:
         status = f"stopped: non-finite {stage}"
         _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
         raise NonFiniteError(_nonfinite_message(error, stage, epoch, history, run)) from None
     return _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+
+
+def _commit_epoch(
+    run: RunFolder,
+    core: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    row: dict[str, Any],
+    context: DistributedContext,
+) -> None:
+    """Save an evaluated epoch and log it, as one unit; ``history`` gains ``row`` once ``last.pth`` holds it.
+
+    ``best.pth`` is written before ``last.pth``: the epoch is done when ``last.pth`` (what
+    --resume reads) holds it, and a resumed run redoes an epoch that ``best.pth`` got ahead of.
+    Ctrl-C (SIGINT) is held back until the epoch's log line is written, and the line is written
+    even when something else interrupts the unit after ``last.pth`` was saved.
+    """
+    improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
+    with _sigint_held():
+        if context.is_main:
+            state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row])
+            if improved:
+                save_atomic(state, run.best_checkpoint)
+            save_atomic(state, run.last_checkpoint)
+        history.append(row)
+        best = best_epoch_row(history)
+        try:
+            run.write_metrics(history)
+        finally:
+            run.log(
+                f"epoch {row['epoch']:3d}/{config['training']['max_epoch']}  lr {row['lr']:.2e}  "
+                f"loss {row['train_loss']:.4f}  train acc {row['train_acc']:6.2f}  test OA {row['test_oa']:6.2f}  "
+                f"mAcc {row['test_macc']:6.2f}  (best OA {best['test_oa']:.2f} @ {best['epoch']})  "
+                f"{row['epoch_seconds']:.1f}s"
+            )
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C back while the block runs and deliver it at the end (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
+def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], run: RunFolder) -> str:
+    """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists)."""
+    if not history:
+        return f"interrupted during epoch {epoch}: no epoch finished, so no checkpoint was written"
+    saved = history[-1]["epoch"]
+    if phase != "epoch":
+        what = f"interrupted during the {phase}"
+    elif saved == epoch:
+        what = f"interrupted after epoch {epoch} was saved"
+    else:
+        what = f"interrupted during epoch {epoch}"
+    return (
+        f"{what}: {run.last_checkpoint} holds epoch {saved}, the last finished one; "
+        f"continue with: python tools/finetune.py --output {run.root} --resume"
+    )
 
 
 def _nonfinite_message(
@@ -447,6 +508,8 @@ def _finish(
     summary = build_summary(
         config, history, num_classes, counts, status, str(run.root), vote, time.perf_counter() - started
     )
+    if history:
+        run.write_metrics(history)  # complete even when an interruption came between a save and its row
     run.write_summary(summary)
     if run.active and last_accuracy is not None:
         names = list(data.class_names) + [f"class {index}" for index in range(len(data.class_names), num_classes)]
