@@ -393,8 +393,10 @@ def _run(
         run.log(_interrupted_message(phase, epoch, history, run))
     except NonFiniteError as error:
         status = f"stopped: non-finite {stage}"
+        message = _nonfinite_message(error, stage, epoch, history, run)
+        run.log(f"error: {message}", echo=False)  # the tools print it once, as every error
         _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
-        raise NonFiniteError(_nonfinite_message(error, stage, epoch, history, run)) from None
+        raise NonFiniteError(message) from None
     return _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
 
 
@@ -456,7 +458,10 @@ def _sigint_held() -> Iterator[None]:
 def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], run: RunFolder) -> str:
     """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists)."""
     if not history:
-        return f"interrupted during epoch {epoch}: no epoch finished, so no checkpoint was written"
+        return (
+            f"interrupted during epoch {epoch}: no epoch finished, so no checkpoint was written; start the run "
+            "again with the same command and --overwrite"
+        )
     saved = history[-1]["epoch"]
     if phase != "epoch":
         what = f"interrupted during the {phase}"
