@@ -313,3 +313,20 @@ def test_damaged_last_checkpoint_on_resume_is_one_error_and_changes_nothing(run,
     assert snapshot(run) == before
     with pytest.raises(CheckpointError):
         load_run_for_resume(run, [])
+
+
+def test_the_default_folder_name_never_reuses_an_existing_folder(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(run_folder_module, "datetime", FrozenClock)
+    monkeypatch.chdir(tmp_path)
+    config = {"name": "demo", "training": {"seed": 0}}
+    first = run_folder_module.default_output(config)
+    assert first == Path("runs/demo/20260102-030405-seed0")
+    first.mkdir(parents=True)
+    assert run_folder_module.default_output(config) == Path("runs/demo/20260102-030405-seed0-2")

@@ -27,9 +27,9 @@ from pcclora.engine.distributed import DistributedContext, all_gather_objects
 from pcclora.engine.metrics import Accuracy
 
 
-def _nonfinite_samples(logits: torch.Tensor) -> int:
-    """How many samples (rows) of ``logits`` hold a NaN or an Inf."""
-    return int((~torch.isfinite(logits)).any(dim=-1).sum())
+def _nonfinite_samples(logits: torch.Tensor) -> torch.Tensor:
+    """How many samples (rows) of ``logits`` hold a NaN or an Inf (a 0-d tensor on their device: no sync)."""
+    return (~torch.isfinite(logits)).any(dim=-1).sum()
 
 
 def _gather_accuracy(
@@ -37,9 +37,9 @@ def _gather_accuracy(
     labels: list[torch.Tensor],
     num_classes: int,
     context: DistributedContext,
-    nonfinite: int = 0,
+    nonfinite: torch.Tensor | int = 0,
 ) -> Accuracy:
-    local = (torch.cat(predictions).cpu(), torch.cat(labels).cpu(), nonfinite)
+    local = (torch.cat(predictions).cpu(), torch.cat(labels).cpu(), int(nonfinite))
     shards = all_gather_objects(local, context)
     all_predictions = torch.cat([shard[0] for shard in shards])
     all_labels = torch.cat([shard[1] for shard in shards])
@@ -67,7 +67,7 @@ def evaluate(
         NonFiniteError: a logit of any sample is NaN or infinite.
     """
     model.eval()
-    predictions, labels, nonfinite = [], [], 0
+    predictions, labels, nonfinite = [], [], torch.zeros((), dtype=torch.long, device=context.device)
     for points, target in loader:
         points = fps_subsample(points.to(context.device, non_blocking=True)[..., :3].contiguous(), npoints)
         with autocast(context.device, amp):
@@ -100,7 +100,7 @@ def evaluate_votes(
         NonFiniteError: a logit of any vote of any sample is NaN or infinite.
     """
     model.eval()
-    predictions, labels, nonfinite = [], [], 0
+    predictions, labels, nonfinite = [], [], torch.zeros((), dtype=torch.long, device=context.device)
     for points, target in loader:
         points = points.to(context.device, non_blocking=True)[..., :3].contiguous()
         pool_size = min(fps_points_for(npoints), points.shape[1])
