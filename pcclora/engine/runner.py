@@ -157,7 +157,9 @@ def finetune(
         shutdown_distributed(context)
 
 
-def _claim_run_folder(root: Path, resuming: bool, overwrite: bool, context: DistributedContext) -> Any:
+def _claim_run_folder(
+    root: Path, resuming: bool, overwrite: bool, context: DistributedContext
+) -> RunFolderClaim | None:
     """Rank 0 opens its :class:`RunFolderClaim`; a refusal is raised on every rank alike."""
     claim, refusal = None, None
     if context.is_main:
