@@ -441,11 +441,12 @@ def _commit_epoch(
 @contextmanager
 def _sigint_held() -> Iterator[None]:
     """Hold Ctrl-C back while the block runs and deliver it at the end (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # handlers can be set only in the main thread; None: a handler not set from Python
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
