@@ -32,7 +32,7 @@ from backbones.tokenizer import farthest_point_sample, gather_points
 
 from .base import PointCloudDataset
 from .classes import MODELNET40_CLASSES, MODELNET40_SOURCE
-from .storage import load_pickle, read_h5, require_file, write_pickle_atomic
+from .storage import load_pickle, read_h5, read_text, reading, require_file, write_pickle_atomic
 from .validation import check_clouds, check_labels, check_npoints
 
 SPLITS = ("train", "test")
@@ -76,8 +76,12 @@ def dat_cache_path(folder: Path | str, split: str) -> Path:
 
 
 def read_name_list(path: Path) -> list[str]:
-    """Non-empty stripped lines of a text file."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """Non-empty stripped lines of a text file.
+
+    Raises:
+        DataError: the file cannot be read or is not text.
+    """
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def class_of_shape_id(shape_id: str) -> str:
@@ -145,12 +149,14 @@ def _class_names_for(folder: Path, file_name: str, num_labels_seen: int, path: P
 
 
 def read_text_cloud(path: Path) -> np.ndarray:
-    """(P, 6) float32 rows ``x,y,z,nx,ny,nz`` of one shape file."""
+    """(P, 6) float32 rows ``x,y,z,nx,ny,nz`` of one shape file.
+
+    Raises:
+        DataError: the file is missing, is not comma-separated numbers, or has rows of another width.
+    """
     require_file(path, LAYOUT, MODELNET40_SOURCE)
-    try:
-        cloud = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-    except ValueError as error:
-        raise DataError(f"{path}: not comma-separated numbers ({error})") from None
+    with reading(path, "not comma-separated numbers"):
+        cloud = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, encoding="utf-8")
     if cloud.shape[1] != 6 or cloud.shape[0] == 0:
         raise DataError(f"{path}: holds rows of shape {cloud.shape}, expected (points, 6) = x,y,z,nx,ny,nz")
     return cloud

@@ -14,6 +14,8 @@ and defaults come from :func:`pcclora.resolve_peft_config`.
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,13 @@ def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = Non
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"config {path} cannot be read as text ({type(error).__name__}: {error}); give a YAML file"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config {path} is not valid YAML: {error}") from None
     if data is None:
@@ -92,6 +100,7 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
         raise ConfigError(f"config {path} inherits from itself ({cycle}); remove the cycle in '_base_'")
     data = _read_yaml(path)
     bases = data.pop(BASE_KEY, None) or []
+    data = check_values(data, f"config {path}")
     if isinstance(bases, str):
         bases = [bases]
     merged: dict[str, Any] = {}
@@ -101,19 +110,105 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
     return deep_merge(merged, data)
 
 
-def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> None:
-    """Every key of ``config`` must exist in ``schema`` (the defaults), except inside ``peft``."""
+#: A string that a person means as a number: ``1e-4``, ``5E-4``, ``+0.5``, ``.5``, ``3``.
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+#: Keys whose default is an int but that take any number.
+_ANY_NUMBER_KEYS = frozenset({"peft.alpha"})
+
+
+def _defaults() -> dict[str, Any]:
+    """``defaults.yaml`` with the ``peft`` block's defaults filled in: the schema of every value."""
+    defaults = _read_yaml(DEFAULTS_FILE)
+    defaults[PEFT_SECTION] = _resolve_peft(None)
+    return defaults
+
+
+def check_value(
+    dotted: str, value: Any, expected: Any, label: str, shown: str = "the default", nullable: bool = False
+) -> Any:
+    """``value`` checked against ``expected`` (the default, or the current value) and converted.
+
+    The rules, one for config files and ``--set`` alike:
+
+    - ``expected`` is None: any value (sizes and paths whose default is null);
+    - null is accepted only where ``nullable`` (the key's default is null);
+    - a float takes an int or a string that reads as a number (``1e-4``: YAML reads it as a
+      string), and returns a float; ``peft.alpha`` takes any number;
+    - a bool takes only true/false; an int only an int; a list also one string (a list of one);
+    - anything else needs the type of ``expected``.
+
+    Args:
+        dotted: the key, e.g. ``"optimizer.lr"``.
+        label: how the message starts, e.g. ``"--set optimizer.lr='x'"``.
+        shown: how the message names ``expected``: ``"the default"`` or ``"the current value"``.
+
+    Raises:
+        ConfigError: ``"<label>: expected a float like the default 0.0005, got a str"``.
+    """
+    if expected is None or (value is None and nullable):
+        return value
+    number_text = isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()) is not None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None:
+        accepted = False
+    elif isinstance(expected, bool):
+        accepted = isinstance(value, bool)
+    elif isinstance(expected, float) or dotted in _ANY_NUMBER_KEYS:
+        if number_text:
+            return float(value)
+        accepted = is_number
+        if accepted and isinstance(expected, float):
+            return float(value)
+    elif isinstance(expected, int):
+        accepted = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(expected, list):
+        if isinstance(value, str):
+            return [value]
+        accepted = isinstance(value, list)
+    else:
+        accepted = isinstance(value, type(expected))
+    if not accepted:
+        got = "null" if value is None else _type_name(value)
+        raise ConfigError(f"{label}: expected {_type_name(expected)} like {shown} {expected!r}, got {got}")
+    return value
+
+
+def check_values(
+    config: Mapping[str, Any], label: str, schema: Mapping[str, Any] | None = None, prefix: str = ""
+) -> dict[str, Any]:
+    """A copy of ``config`` (part of a config file) with every key and value checked against the defaults.
+
+    Args:
+        label: how messages start, e.g. ``"config my.yaml"``.
+        schema: the defaults of this level (None = the whole :func:`_defaults`).
+
+    Raises:
+        UnknownNameError: a key that is not in the defaults (with the nearest valid one); unknown
+            keys of the ``peft`` block are left to :func:`pcclora.resolve_peft_config`.
+        ConfigError: a section that is not a mapping, or a value of the wrong type (:func:`check_value`).
+    """
+    schema = _defaults() if schema is None else schema
+    checked: dict[str, Any] = {}
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
+            if prefix == f"{PEFT_SECTION}.":  # the peft schema reports its own unknown keys
+                checked[key] = value
+                continue
             valid = [f"{prefix}{name}" for name in schema]
             raise UnknownNameError(unknown_name_message("config key", dotted, valid))
-        if dotted == PEFT_SECTION:
-            continue
         if isinstance(schema[key], Mapping):
+            if dotted == PEFT_SECTION and value is None:
+                checked[key] = value
+                continue
             if not isinstance(value, Mapping):
-                raise ConfigError(f"config key {dotted!r} must be a section (a mapping), got {value!r}")
-            _check_keys(value, schema[key], prefix=f"{dotted}.")
+                raise ConfigError(f"{label}: config key {dotted!r} must be a section (a mapping), got {value!r}")
+            checked[key] = check_values(value, label, schema[key], prefix=f"{dotted}.")
+        else:
+            checked[key] = check_value(
+                dotted, value, schema[key], f"{label}: {dotted}={value!r}", nullable=schema[key] is None
+            )
+    return checked
 
 
 def _resolve_peft(block: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -143,22 +238,6 @@ def _type_name(value: Any) -> str:
     return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
-def _check_override_type(dotted: str, old: Any, new: Any) -> Any:
-    """``new`` if it may replace ``old`` (same type; an int where a float is; anything for None)."""
-    if old is None or new is None:
-        return new
-    if isinstance(old, bool) or isinstance(new, bool):
-        if isinstance(old, bool) and isinstance(new, bool):
-            return new
-    elif isinstance(old, float) and isinstance(new, int):
-        return float(new)
-    elif isinstance(old, type(new)) or isinstance(new, type(old)):
-        return new
-    raise ConfigError(
-        f"--set {dotted}={new!r}: expected {_type_name(old)} like the current value {old!r}, got {_type_name(new)}"
-    )
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"training.seed=3"`` -> (``["training", "seed"]``, 3); the value is read as YAML."""
     key, sep, raw = text.partition("=")
@@ -171,11 +250,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_override(config: dict[str, Any], reference: Mapping[str, Any], text: str) -> None:
+def apply_override(
+    config: dict[str, Any], reference: Mapping[str, Any], text: str, schema: Mapping[str, Any] | None = None
+) -> None:
     """Apply one ``key.sub=value`` to ``config`` in place, checked against ``reference``.
 
     ``reference`` is the fully resolved config (defaults filled), so a key the user did not
-    write but that has a default can be overridden, and the value is type-checked against it.
+    write but that has a default can be overridden, and the value is checked against it with
+    :func:`check_value`, like the values of a config file (``1e-4`` is a float where one is
+    expected). Null is accepted where the default (``schema``, None = :func:`_defaults`) is null.
+
+    Raises:
+        UnknownNameError: an unknown key (with the nearest valid one).
+        ConfigError: not ``key=value``, a section instead of a key, or a value of the wrong type.
     """
     path, value = parse_override(text)
     node_ref: Any = reference
@@ -189,7 +276,13 @@ def apply_override(config: dict[str, Any], reference: Mapping[str, Any], text: s
         node_ref = node_ref[part]
     if isinstance(node_ref, Mapping):
         raise ConfigError(f"--set {text!r}: {'.'.join(path)!r} is a section; set one of its keys instead")
-    value = _check_override_type(".".join(path), node_ref, value)
+    default: Any = _defaults() if schema is None else schema
+    for part in path:
+        default = default.get(part) if isinstance(default, Mapping) else None
+    dotted = ".".join(path)
+    value = check_value(
+        dotted, value, node_ref, f"--set {dotted}={value!r}", shown="the current value", nullable=default is None
+    )
     node = config
     for part in path[:-1]:
         node = node.setdefault(part, {})
@@ -197,9 +290,8 @@ def apply_override(config: dict[str, Any], reference: Mapping[str, Any], text: s
 
 
 def _merge_onto_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
-    defaults = _read_yaml(DEFAULTS_FILE)
-    _check_keys(raw, defaults)
-    return deep_merge(defaults, raw)
+    raw = check_values(raw, "config")
+    return deep_merge(_read_yaml(DEFAULTS_FILE), raw)
 
 
 def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -232,43 +324,58 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
     if overrides:
         reference = copy.deepcopy(merged)
         reference[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
+        schema = _defaults()
         for text in overrides:
-            apply_override(merged, reference, text)
+            apply_override(merged, reference, text, schema)
     merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
     merged["name"] = name
     return merged
 
 
-# The smallest value each number of a run may take, and whether that value itself is allowed.
+#: The largest learning rate a config may set (optimizer.lr, scheduler.lr_min, warmup_lr_init).
+#: AdamW moves every weight by about lr per step, so even 10 destroys any pre-trained weight;
+#: much larger values overflow float32 inside the optimizer.
+MAX_LEARNING_RATE = 10.0
+
+# Each number of a run: its smallest value, whether that value itself is allowed, its largest.
 _RUN_NUMBER_BOUNDS = (
-    ("dataset.npoints", 1, True),
-    ("training.max_epoch", 0, True),
-    ("training.seed", 0, True),
-    ("training.batch_size", 1, True),
-    ("training.test_batch_size", 1, True),
-    ("training.num_workers", 0, True),
-    ("training.grad_clip", 0, True),
-    ("training.vote", 0, True),
-    ("training.label_smoothing", 0, True),
-    ("optimizer.lr", 0, False),
-    ("optimizer.weight_decay", 0, True),
+    ("dataset.npoints", 1, True, None),
+    ("training.max_epoch", 0, True, None),
+    ("training.seed", 0, True, None),
+    ("training.batch_size", 1, True, None),
+    ("training.test_batch_size", 1, True, None),
+    ("training.num_workers", 0, True, None),
+    ("training.grad_clip", 0, True, None),
+    ("training.vote", 0, True, None),
+    ("training.label_smoothing", 0, True, None),
+    ("optimizer.lr", 0, False, MAX_LEARNING_RATE),
+    ("optimizer.weight_decay", 0, True, None),
+    ("scheduler.lr_min", 0, True, MAX_LEARNING_RATE),
+    ("scheduler.warmup_lr_init", 0, True, MAX_LEARNING_RATE),
 )
 
 
 def check_run_numbers(config: Mapping[str, Any]) -> None:
-    """Check the training and optimizer numbers of a resolved config before a run starts.
+    """Check the training, optimizer and scheduler numbers of a resolved config before a run starts.
+
+    Every number must be finite and in its range; the learning rates at most
+    :data:`MAX_LEARNING_RATE`.
 
     Raises:
-        ConfigError: a number out of range (e.g. ``training.batch_size=0``, ``optimizer.lr=-1``).
+        ConfigError: a number that is not a finite number or out of range (e.g.
+            ``training.batch_size=0``, ``optimizer.lr=-1``, ``optimizer.lr=1e40``, ``training.grad_clip=.nan``).
     """
-    for dotted, low, inclusive in _RUN_NUMBER_BOUNDS:
+    for dotted, low, inclusive, high in _RUN_NUMBER_BOUNDS:
         section, key = dotted.split(".")
         value = config[section][key]
+        hint = f"(set it in the config or with --set {dotted}=...)"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{dotted} must be a finite number, got {value!r} {hint}")
         if value < low or (value == low and not inclusive):
             bound = f">= {low}" if inclusive else f"> {low}"
-            raise ConfigError(
-                f"{dotted} must be {bound}, got {value} (set it in the config or with --set {dotted}=...)"
-            )
+            raise ConfigError(f"{dotted} must be {bound}, got {value} {hint}")
+        if high is not None and value > high:
+            raise ConfigError(f"{dotted} must be <= {high:g}, got {value} {hint}")
     num_classes = config["backbone"]["num_classes"]
     if num_classes is not None and num_classes < 1:
         raise ConfigError(

@@ -205,6 +205,46 @@ def test_truncated_file_is_a_checkpoint_error_naming_the_path(tmp_path):
         load_checkpoint(_tiny_mae(), truncated)
 
 
+def _damage_tensor_bytes(path, entry_suffix="data/0"):
+    """Zero 16 bytes inside the stored data of one tensor of a zip-format checkpoint."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(item for item in archive.infolist() if item.filename.endswith(entry_suffix))
+    content = bytearray(path.read_bytes())
+    name_length = int.from_bytes(content[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_length = int.from_bytes(content[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_length + extra_length + 8
+    content[start : start + 16] = bytes(16)
+    path.write_bytes(bytes(content))
+
+
+def test_damaged_tensor_bytes_are_caught_by_the_crc_instead_of_loading_wrong_numbers(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"base_model": _tiny_mae().state_dict()}, path)
+    _damage_tensor_bytes(path)
+    with pytest.raises(CheckpointError, match=r"model.pth: its entry '.*data/0' fails the CRC-32 check; the file is"):
+        load_checkpoint(_tiny_mae(), path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:100] + bytes(200) + data[300:],  # zeroed zip headers
+        lambda data: data[: len(data) - 30],  # truncated end of the central directory
+        lambda data: bytes(len(data)),  # all zeros
+        lambda data: b"PK\x03\x04" + bytes(range(256)) * 4,  # a zip signature, then garbage
+    ],
+    ids=["zeroed-headers", "truncated-end", "all-zeros", "garbage-after-signature"],
+)
+def test_damaged_checkpoint_files_are_one_checkpoint_error_naming_the_file(tmp_path, damage):
+    path = tmp_path / "model.pth"
+    torch.save({"base_model": _tiny_mae().state_dict()}, path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*model.pth"):
+        load_checkpoint(_tiny_mae(), path)
+
+
 def test_file_without_a_dict_is_rejected(tmp_path):
     path = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), path)

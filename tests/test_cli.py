@@ -64,6 +64,8 @@ def test_unknown_config_key_is_one_line_on_stderr_with_exit_code_2(tmp_path):
             "pretrain.pth not found",
         ),
         (["--cfg", "nonexistent_config"], "packaged configs"),
+        (["--cfg", "scanobjectnn_hardest", "--set", "optimizer.lr=1e40"], "optimizer.lr must be <= 10, got 1e+40"),
+        (["--cfg", "scanobjectnn_hardest", "--set", "optimizer.lr="], "expected a float like the current value"),
         (["--output", "{tmp}/run", "--resume"], "last.pth not found"),
         (["--resume"], "--resume needs --output"),
         ([], "--cfg is required"),

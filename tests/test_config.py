@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,13 @@ def test_unknown_key_in_a_file_suggests_the_nearest_valid_key(tmp_path, text, su
         load_config(path)
 
 
+def test_a_binary_config_file_is_a_config_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\x80\x04\x95garbage\xff\xfe")
+    with pytest.raises(ConfigError, match=r"binary.yaml cannot be read as text \(UnicodeDecodeError"):
+        load_config(path)
+
+
 def test_unknown_peft_key_is_reported_by_the_peft_schema(tmp_path):
     path = tmp_path / "peft.yaml"
     path.write_text("peft:\n  rnak: 4\n")
@@ -132,6 +140,87 @@ def test_set_overrides_parse_yaml_values_and_keep_types():
 def test_bad_set_override_is_one_clear_error(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config("scanobjectnn_hardest", [override])
+
+
+# --------------------------------------------------------------------------------------------
+# values of config files are checked like --set values (issue 11, item 2)
+# --------------------------------------------------------------------------------------------
+
+
+def _config_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text("_base_: scanobjectnn_hardest.yaml\n" + text)
+    return path
+
+
+@pytest.mark.parametrize("written", ["1e-4", "1E-4", "+1.0e-4", "0.0001", "'1e-4'"])
+def test_a_number_written_as_yaml_reads_it_is_a_float_where_the_default_is_one(tmp_path, written):
+    config = load_config(_config_file(tmp_path, f"optimizer:\n  lr: {written}\n"))
+    assert config["optimizer"]["lr"] == pytest.approx(1e-4) and isinstance(config["optimizer"]["lr"], float)
+
+
+def test_set_accepts_numbers_as_people_write_them():
+    config = load_config(
+        "scanobjectnn_hardest",
+        ["optimizer.lr=5e-4", "scheduler.lr_min=1e-6", "training.grad_clip=10", "peft.sade_weight=1e-2"],
+    )
+    assert config["optimizer"]["lr"] == 5e-4 and config["scheduler"]["lr_min"] == 1e-6
+    assert config["training"]["grad_clip"] == 10.0 and isinstance(config["training"]["grad_clip"], float)
+    assert config["peft"]["sade_weight"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("training:\n  seed: abc\n", "mine.yaml: training.seed='abc': expected an int like the default 0, got a str"),
+        ("training:\n  batch_size: 1e2\n", "training.batch_size='1e2': expected an int"),
+        ("training:\n  amp: 1\n", "training.amp=1: expected a bool like the default False, got an int"),
+        ("optimizer:\n  lr: fast\n", "optimizer.lr='fast': expected a float like the default 0.0005, got a str"),
+        ("optimizer:\n  lr:\n", "optimizer.lr=None: expected a float like the default 0.0005, got null"),
+        ("dataset:\n  variant: 3\n", "dataset.variant=3: expected a str"),
+        ("dataset:\n  augment:\n    translate: [0.2]\n", "dataset.augment.translate=[0.2]: expected a float"),
+        ("peft:\n  rank: '4'\n", "peft.rank='4': expected an int like the default 8, got a str"),
+        ("peft:\n  sade_normalized: 'no'\n", "peft.sade_normalized='no': expected a bool"),
+    ],
+)
+def test_wrong_types_in_a_config_file_are_config_errors_naming_file_and_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_config_file(tmp_path, text))
+
+
+def test_file_values_keep_what_they_accepted_before(tmp_path):
+    text = (
+        "backbone:\n  depth: 4\n  checkpoint: 123\n"  # null defaults take any value, as before
+        "peft:\n  alpha: 16.0\n  target_modules: attn.qkv\n  dropout: 1e-1\n"
+        "training:\n  grad_clip: 5\n"
+    )
+    config = load_config(_config_file(tmp_path, text))
+    assert config["backbone"]["depth"] == 4 and config["backbone"]["checkpoint"] == 123
+    assert config["peft"]["alpha"] == 16.0 and config["peft"]["target_modules"] == ["attn.qkv"]
+    assert config["peft"]["dropout"] == 0.1 and config["training"]["grad_clip"] == 5.0
+
+
+def test_null_on_the_command_line_is_refused_where_the_default_is_not_null():
+    with pytest.raises(ConfigError, match=r"--set optimizer.lr=None: expected a float like the current value"):
+        load_config("scanobjectnn_hardest", ["optimizer.lr="])
+    assert load_config("scanobjectnn_hardest", ["dataset.root=null"])["dataset"]["root"] is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=11", "optimizer.lr must be <= 10, got 11.0"),
+        ("optimizer.lr=1e40", "optimizer.lr must be <= 10, got 1e+40"),
+        ("optimizer.lr=.inf", "optimizer.lr must be a finite number, got inf"),
+        ("training.grad_clip=.nan", "training.grad_clip must be a finite number, got nan"),
+        ("scheduler.lr_min=-1e-6", "scheduler.lr_min must be >= 0, got -1e-06"),
+        ("scheduler.warmup_lr_init=20", "scheduler.warmup_lr_init must be <= 10, got 20.0"),
+    ],
+)
+def test_absurd_learning_rates_and_non_finite_numbers_are_config_errors(override, message):
+    config = load_config("scanobjectnn_hardest", [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_run_numbers(config)
 
 
 def test_saved_config_reloads_to_the_same_dict(tmp_path):

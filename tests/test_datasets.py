@@ -482,3 +482,87 @@ def test_unknown_split_variant_and_source_are_reported(tmp_path):
         build_dataset("scanobjectnn", tmp_path, "train", variant="pb_t50_rs")
     with pytest.raises(DatasetError, match="unknown ModelNet40 source 'ply'"):
         build_dataset("modelnet40", tmp_path, "train", source="ply")
+
+
+# --------------------------------------------------------------------------------------------
+# damaged files (issue 11): any failure to parse a file is one DatasetError naming it
+# --------------------------------------------------------------------------------------------
+
+
+def zero_bytes_at(path: Path, marker: bytes) -> None:
+    """Zero the 4 bytes of an h5 metadata signature, as a bad copy or a bad disk sector does."""
+    content = bytearray(path.read_bytes())
+    start = content.index(marker)
+    content[start : start + len(marker)] = bytes(len(marker))
+    path.write_bytes(bytes(content))
+
+
+H5_DAMAGES = {
+    "symbol table node": lambda path: zero_bytes_at(path, b"SNOD"),
+    "b-tree": lambda path: zero_bytes_at(path, b"TREE"),
+    "local heap": lambda path: zero_bytes_at(path, b"HEAP"),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:1500]),
+}
+
+
+@pytest.mark.parametrize("damage", list(H5_DAMAGES))
+def test_damaged_scanobjectnn_h5_metadata_is_one_error_naming_the_file(tmp_path, damage):
+    write_scanobjectnn(tmp_path)
+    path = tmp_path / SCAN_FILES["objbg"].format(split="test")
+    H5_DAMAGES[damage](path)
+    with pytest.raises(DatasetError, match=rf"{path.name}: not a readable h5 file .*truncated or corrupt"):
+        ScanObjectNNDataset(tmp_path, "test", "objbg")
+
+
+def test_damaged_modelnet_h5_and_its_list_file_are_one_error_naming_the_file(tmp_path):
+    write_modelnet_h5(tmp_path)
+    zero_bytes_at(tmp_path / "ply_data_test1.h5", b"SNOD")
+    with pytest.raises(DatasetError, match=r"ply_data_test1.h5: not a readable h5 file"):
+        ModelNet40Dataset(tmp_path, "test", source="h5")
+    (tmp_path / "test_files.txt").write_bytes(b"\xff\xfe\x00\x81garbage\x00")
+    with pytest.raises(DatasetError, match=r"test_files.txt: not a readable text file \(UnicodeDecodeError"):
+        ModelNet40Dataset(tmp_path, "test", source="h5")
+
+
+def test_binary_text_layout_files_are_one_error_naming_the_file(tmp_path):
+    write_modelnet_text(tmp_path, ["a", "b"], {"train": 1, "test": 1})
+    (tmp_path / "b" / "b_0004.txt").write_bytes(b"\x00\x9f\x92\x96" * 8)
+    with pytest.raises(DatasetError, match=r"b_0004.txt: not comma-separated numbers"):
+        ModelNet40Dataset(tmp_path, "test", source="txt")
+    (tmp_path / "modelnet40_shape_names.txt").write_bytes(b"\xc3\x28\xa0\xa1")
+    with pytest.raises(DatasetError, match=r"modelnet40_shape_names.txt: not a readable text file"):
+        ModelNet40Dataset(tmp_path, "test", source="txt")
+
+
+def _frame_length(value: int):
+    """A protocol-4 pickle whose 8-byte frame length is damaged (an overflow or a huge allocation)."""
+
+    def damage(path: Path) -> None:
+        content = bytearray(path.read_bytes())
+        content[3:11] = value.to_bytes(8, "little")
+        path.write_bytes(bytes(content))
+
+    return damage
+
+
+PICKLE_DAMAGES = {
+    "frame length overflows": _frame_length(2**64 - 1),
+    "frame length too big for memory": _frame_length(2**62),
+    "zeroed middle": lambda path: path.write_bytes(path.read_bytes()[:40] + bytes(64) + path.read_bytes()[104:]),
+    "garbage": lambda path: path.write_bytes(b"\x80\x04garbage that is not a pickle"),
+}
+
+
+@pytest.mark.parametrize("damage", list(PICKLE_DAMAGES))
+def test_damaged_dat_and_fewshot_pickles_are_one_error_naming_the_file(tmp_path, fewshot_source, damage):
+    path = tmp_path / "dat" / "modelnet40_train_8192pts_fps.dat"
+    path.parent.mkdir()
+    with open(path, "wb") as handle:
+        pickle.dump([[np.zeros((8, 6), np.float32)] * 3, [np.array([i], np.int32) for i in range(3)]], handle, 4)
+    PICKLE_DAMAGES[damage](path)
+    with pytest.raises(DatasetError, match=r"modelnet40_train_8192pts_fps.dat: cannot unpickle"):
+        ModelNet40Dataset(tmp_path / "dat", "train")
+    fold = make_fewshot_folds(fewshot_source, tmp_path / "fs", ways=[2], shots=[1], folds=1, eval_samples=2)[0]
+    PICKLE_DAMAGES[damage](fold)
+    with pytest.raises(DatasetError, match=r"0.pkl: cannot unpickle"):
+        ModelNetFewShotDataset(tmp_path / "fs", "train", way=2, shot=1, fold=0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -140,6 +142,25 @@ def test_test_tool_path_reproduces_the_logged_accuracy_and_votes(finished_run, t
     assert torch.load(tmp_path / "m.pth").keys() == {"base_model"}
 
 
+def test_damaged_or_incomplete_run_checkpoints_are_one_checkpoint_error(finished_run, tmp_path):
+    output, _, _ = finished_run
+    content = (output / "checkpoints" / "best.pth").read_bytes()
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(content[: len(content) // 2] + bytes(64) + content[len(content) // 2 + 64 :])
+    with pytest.raises(backbones.CheckpointError, match=r"damaged.pth.*(CRC-32|truncated, corrupt)"):
+        evaluate_checkpoint(damaged)
+    incomplete = tmp_path / "incomplete.pth"
+    state = read_run_checkpoint(output / "checkpoints" / "best.pth")
+    del state["adapter"]
+    state["history"] = "?"
+    torch.save(state, incomplete)
+    message = r"incomplete.pth is marked as a pcclora run checkpoint but its entries are wrong: 'adapter' \(missing"
+    with pytest.raises(backbones.CheckpointError, match=message):
+        evaluate_checkpoint(incomplete)
+    with pytest.raises(backbones.CheckpointError, match=r"'history' \(str, expected list\)"):
+        read_run_checkpoint(incomplete)
+
+
 class _ScriptedLogits(nn.Module):
     """Returns, call after call, the scripted logits for the whole batch (ignores the points)."""
 
@@ -185,6 +206,89 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scan_root, tm
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: non-finite loss"
 
 
+def _all_finite(checkpoint_path) -> bool:
+    adapter = read_run_checkpoint(checkpoint_path)["adapter"]
+    return all(bool(value.isfinite().all()) for value in adapter.values() if isinstance(value, torch.Tensor))
+
+
+def test_a_huge_lr_whose_nan_reaches_the_logits_before_the_loss_never_saves_that_epoch(
+    scan_root, tmp_path, monkeypatch, tiny_config
+):
+    # The fault-injection case of issue 11: one AdamW step per epoch (batch 32 of 32 samples) at
+    # lr 1e30 leaves weights that give NaN logits while the epoch's only loss was finite. The
+    # config check now refuses such an lr (> 10); it is lifted here because the guard must hold
+    # whatever made the values non-finite.
+    monkeypatch.setattr(runner_module, "check_run_numbers", lambda config: None)
+    config = tiny_config(
+        "scanobjectnn_hardest", scan_root, extra=["training.max_epoch=4", "training.batch_size=32", "optimizer.lr=1e30"]
+    )
+    expected = (
+        r"non-finite logits .* after epoch 2: training stopped; epoch 2 is not saved; the last good checkpoint "
+        r"is kept: .*last.pth \(epoch 1\), and .*best.pth \(epoch 0\); their weights and test logits are finite"
+    )
+    with pytest.raises(NonFiniteLossError, match=expected):
+        finetune(config, output=tmp_path / "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert read_run_checkpoint(checkpoints / "last.pth")["epoch"] == 1
+    assert _all_finite(checkpoints / "last.pth") and _all_finite(checkpoints / "best.pth")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "stopped: non-finite logits" and summary["last_epoch"] == 1
+    assert [int(row["epoch"]) for row in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))] == [0, 1]
+    assert evaluate_checkpoint(checkpoints / "last.pth")["epoch"] == 1  # a real score of finite logits
+    config, last = load_run_for_resume(tmp_path / "run", ["optimizer.lr=5e-4"])
+    resumed = finetune(config, output=tmp_path / "run", resume=last)
+    assert resumed["status"] == "finished" and resumed["last_epoch"] == 4
+    assert _all_finite(checkpoints / "last.pth")
+
+
+def test_nan_in_the_weights_after_an_epoch_stops_the_run_before_saving_it(
+    scan_root, tmp_path, monkeypatch, tiny_config
+):
+    real_epoch = runner_module.train_one_epoch
+
+    def epoch_whose_last_step_breaks_a_weight(*args, **kwargs):
+        stats = real_epoch(*args, **kwargs)
+        if args[7] == 1:
+            with torch.no_grad():
+                args[1].cls_token.fill_(math.nan)  # the core model's trained cls token
+        return stats
+
+    monkeypatch.setattr(runner_module, "train_one_epoch", epoch_whose_last_step_breaks_a_weight)
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"])
+    with pytest.raises(NonFiniteLossError, match=r"trained tensors hold NaN or Inf after epoch 1 \(cls_token\)"):
+        finetune(config, output=tmp_path)
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: non-finite weights"
+
+
+def test_an_evaluation_with_non_finite_logits_is_an_error_not_a_score(finished_run, tmp_path):
+    output, _, _ = finished_run
+    checkpoint = read_run_checkpoint(output / "checkpoints" / "best.pth")
+    head = [key for key in checkpoint["adapter"] if key.startswith("cls_head_finetune") and key.endswith("weight")][-1]
+    broken = {
+        **checkpoint,
+        "adapter": {**checkpoint["adapter"], head: torch.full_like(checkpoint["adapter"][head], math.nan)},
+    }
+    torch.save(broken, tmp_path / "nan.pth")
+    with pytest.raises(NonFiniteLossError, match=rf"nan.pth \(epoch 0\) holds NaN or Inf in {head}.*has no accuracy"):
+        evaluate_checkpoint(tmp_path / "nan.pth")
+    huge = {
+        **checkpoint,
+        "adapter": {**checkpoint["adapter"], head: torch.full_like(checkpoint["adapter"][head], 3e38)},
+    }
+    torch.save(huge, tmp_path / "huge.pth")  # finite weights whose logits overflow
+    with pytest.raises(NonFiniteLossError, match=r"huge.pth: the model gives non-finite logits .* not a score"):
+        evaluate_checkpoint(tmp_path / "huge.pth")
+    loader = DataLoader(TensorDataset(torch.rand(4, 80, 3), torch.ones(4, dtype=torch.long)), batch_size=2)
+    context = init_distributed("cpu")
+    with pytest.raises(NonFiniteLossError, match="non-finite logits .* on 4 of 4 test samples"):
+        runner_module.evaluate(_ScriptedLogits([[math.nan, 0.0]]), loader, 64, 2, context)
+    augment = {"scale_low": 2 / 3, "scale_high": 1.5, "translate": 0.2}
+    one_bad_vote = _ScriptedLogits([[1.0, 0.0], [math.inf, 0.0]])
+    with pytest.raises(NonFiniteLossError, match="non-finite logits"):
+        evaluate_votes(one_bad_vote, loader, 64, 2, 2, augment, torch.Generator().manual_seed(0), context)
+
+
 def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch, tiny_config):
     real_epoch = runner_module.train_one_epoch
 
@@ -200,6 +304,73 @@ def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_pat
     monkeypatch.setattr(runner_module, "train_one_epoch", real_epoch)
     config, last = load_run_for_resume(tmp_path, [])
     assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("where", ["write_metrics", "plot_curves"])
+def test_ctrl_c_right_after_an_epoch_is_saved_keeps_its_log_line_and_names_it(
+    scan_root, tmp_path, monkeypatch, tiny_config, where
+):
+    from pcclora.engine.run_folder import RunFolder
+
+    real = {"write_metrics": RunFolder.write_metrics, "plot_curves": runner_module.plot_curves}[where]
+    calls = {"interrupted": 0}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C once, while epoch 1's files are written
+        history = args[1] if where == "write_metrics" else args[0]
+        if history[-1]["epoch"] == 1 and not calls["interrupted"]:
+            calls["interrupted"] += 1
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    if where == "write_metrics":
+        monkeypatch.setattr(RunFolder, "write_metrics", interrupted)
+    else:
+        monkeypatch.setattr(runner_module, "plot_curves", interrupted)
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"])
+    summary = finetune(config, output=tmp_path)
+    monkeypatch.undo()
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 2 and summary["last_epoch"] == 1
+    log = (tmp_path / "log.txt").read_text()
+    assert "epoch   1/2" in log
+    assert f"interrupted after epoch 1 was saved: {tmp_path / 'checkpoints' / 'last.pth'} holds epoch 1" in log
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+    assert [int(row["epoch"]) for row in csv.DictReader(open(tmp_path / "metrics.csv"))] == [0, 1]
+    config, last = load_run_for_resume(tmp_path, [])
+    assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 3
+
+
+def test_a_real_ctrl_c_while_an_epoch_is_saved_waits_until_the_epoch_is_saved_and_logged(
+    scan_root, tmp_path, monkeypatch, tiny_config
+):
+    real_save = runner_module.save_atomic
+
+    def save_with_ctrl_c(state, path):
+        if state["epoch"] == 1 and path.name == "last.pth":
+            os.kill(os.getpid(), signal.SIGINT)  # the signal arrives while the checkpoints are written
+        return real_save(state, path)
+
+    monkeypatch.setattr(runner_module, "save_atomic", save_with_ctrl_c)
+    summary = finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path)
+    assert summary["status"] == "interrupted" and summary["last_epoch"] == 1
+    log = (tmp_path / "log.txt").read_text()
+    assert "epoch   1/2" in log and "interrupted after epoch 1 was saved" in log
+    assert read_run_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+
+
+def test_ctrl_c_during_an_epoch_names_the_epoch_the_checkpoint_holds(scan_root, tmp_path, monkeypatch, tiny_config):
+    real_epoch = runner_module.train_one_epoch
+
+    def interrupted_epoch(*args, **kwargs):
+        if args[7] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path)
+    log = (tmp_path / "log.txt").read_text()
+    assert (
+        f"interrupted during epoch 2: {tmp_path / 'checkpoints' / 'last.pth'} holds epoch 1, the last finished" in log
+    )
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,48 @@ def test_shape_mismatch_names_the_tensor(build_tiny, fine_tuned):
         load_adapter_state_dict(other_classes, adapter_state_dict(model))
 
 
+def _snapshot(model: torch.nn.Module) -> tuple:
+    """Everything a failed load must leave alone: modules, tensors, trainable flags, modes, attributes."""
+    return (
+        [(name, type(module).__name__, module.training) for name, module in model.named_modules()],
+        {key: value.clone() for key, value in model.state_dict().items()},
+        [(name, param.requires_grad) for name, param in model.named_parameters()],
+        hasattr(model, "peft_config"),
+        sum(len(module._forward_pre_hooks) for module in model.modules()),
+    )
+
+
+def _assert_same(before: tuple, after: tuple) -> None:
+    assert before[0] == after[0] and before[2:] == after[2:]
+    assert before[1].keys() == after[1].keys()
+    for key, value in before[1].items():
+        assert torch.equal(value, after[1][key]), key
+
+
+@pytest.mark.parametrize("damage", ["missing", "unexpected", "shape", "not a tensor", "rank"])
+def test_a_failed_load_into_a_plain_backbone_leaves_it_exactly_as_it_was(build_tiny, make_points, fine_tuned, damage):
+    _, model = fine_tuned()
+    state = adapter_state_dict(model)
+    target = build_tiny(num_classes=7) if damage == "shape" else build_tiny()
+    if damage == "missing":
+        del state["cls_token"]
+    elif damage == "unexpected":
+        state["encoder.first_conv.0.weight"] = torch.zeros(3)
+    elif damage == "not a tensor":
+        state["cls_token"] = "?"
+    elif damage == "rank":
+        state["peft_config"] = {**state["peft_config"], "rank": 0}
+    points = make_points(seed=3)
+    logits = target.eval()(points)
+    before = _snapshot(target)
+    rng = torch.get_rng_state()
+    with pytest.raises(CheckpointError):
+        load_adapter_state_dict(target, state)
+    _assert_same(before, _snapshot(target))
+    assert torch.equal(target.eval()(points), logits)
+    assert torch.equal(torch.get_rng_state(), rng)  # the dry run draws no random numbers
+
+
 def test_a_plain_state_dict_is_not_an_adapter_checkpoint(fine_tuned):
     plain, _ = fine_tuned()
     with pytest.raises(CheckpointError, match="no 'peft_config'"):

@@ -9,6 +9,9 @@ Examples:
 
 The run folder (--output, default runs/<config>/<time>-seed<seed>) receives config.yaml, log.txt,
 metrics.csv, summary.json, curves.png, confusion.png and checkpoints/{last,best}.pth.
+A new run refuses a folder that holds an earlier run: continue that run with --resume, or start
+again with --overwrite. One run at a time holds a folder (its .lock file); a second one fails at once.
+Everything is checked before the first file is written: a refused command changes no file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run in --output from its checkpoints/last.pth with its saved config (--set still applies, "
         "e.g. training.max_epoch to extend it)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --output folder that holds an earlier run: its config.yaml, log.txt, "
+        "metrics.csv, summary.json, plots, checkpoints/, tensorboard/ and model_merged.pth are removed once every "
+        "check has passed (other files stay); refused while a run holds the folder",
     )
     parser.add_argument(
         "--export",
@@ -66,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config["training"]["seed"] = args.seed
     if args.device is not None:
         config["training"]["device"] = args.device
-    summary = finetune(config, output=args.output, resume=resume, export=args.export)
+    if args.resume and args.overwrite:
+        raise ConfigError(
+            "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
+        )
+    summary = finetune(config, output=args.output, resume=resume, export=args.export, overwrite=args.overwrite)
     return INTERRUPTED_EXIT if summary["status"] == "interrupted" else 0
 
 

@@ -11,7 +11,8 @@
 - :mod:`~pcclora.engine.losses` cross-entropy with the official label smoothing
 - :mod:`~pcclora.engine.seeding` seeds, random streams, RNG state, deterministic kernels
 - :mod:`~pcclora.engine.checkpoint` run checkpoints (write, read, resume) and the merged export
-- :mod:`~pcclora.engine.run_folder` the run's files and the checks of the paths it writes
+- :mod:`~pcclora.engine.run_folder` the run's files, the checks of the paths it writes, the folder's rules and lock
+- :mod:`~pcclora.engine.files` atomic writes, temporaries of interrupted writes
 - :mod:`~pcclora.engine.summary` best / last epoch summary
 - :mod:`~pcclora.engine.plots` curves and confusion matrix
 - :mod:`~pcclora.engine.distributed` DDP under torchrun

@@ -15,8 +15,6 @@ function of the config and the epoch, so it needs no state of its own.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from torch import nn
 from backbones.checkpoint import read_checkpoint
 from backbones.errors import CheckpointError
 from pcclora.config import config_from_dict
+from pcclora.engine.files import atomic_write
 from pcclora.engine.seeding import rng_state
 from pcclora.peft import adapter_state_dict, export_merged_state_dict
 
@@ -35,28 +34,17 @@ RUN_CHECKPOINT_FORMAT = "pcclora-run"
 def save_atomic(obj: Any, path: Path | str) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
 
-    A crash or Ctrl-C while writing leaves the previous file intact.
+    A crash or Ctrl-C while writing leaves the previous file intact
+    (:func:`pcclora.engine.files.atomic_write`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
     """Read a checkpoint on the CPU (:func:`backbones.checkpoint.read_checkpoint`).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a dict.
+        CheckpointError: the file is missing, unreadable, damaged, or not a dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -72,11 +60,47 @@ def is_run_checkpoint(checkpoint: dict[str, Any]) -> bool:
     return checkpoint.get("format") == RUN_CHECKPOINT_FORMAT
 
 
+#: The entries of a run checkpoint and their types.
+RUN_CHECKPOINT_ENTRIES = {
+    "adapter": dict,
+    "optimizer": dict,
+    "rng": dict,
+    "config": dict,
+    "epoch": int,
+    "history": list,
+}
+
+
+def check_run_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> dict[str, Any]:
+    """Return ``checkpoint`` when it holds every entry of a run checkpoint with the right type.
+
+    Raises:
+        CheckpointError: an entry is missing or of another type (the file is damaged or was
+            written by something else).
+    """
+    wrong = [
+        f"{key!r} ({'missing' if key not in checkpoint else type(checkpoint[key]).__name__}, expected {kind.__name__})"
+        for key, kind in RUN_CHECKPOINT_ENTRIES.items()
+        if not isinstance(checkpoint.get(key), kind)
+    ]
+    if not wrong and not all(
+        isinstance(row, dict) and {"epoch", "test_oa"} <= set(row) for row in checkpoint["history"]
+    ):
+        wrong = ["'history' (rows without 'epoch' and 'test_oa')"]
+    if wrong:
+        raise CheckpointError(
+            f"{path} is marked as a pcclora run checkpoint but its entries are wrong: {', '.join(wrong)}; "
+            "the file is damaged or was not written by pcclora; use another checkpoint of the run"
+        )
+    return checkpoint
+
+
 def read_run_checkpoint(path: Path | str) -> dict[str, Any]:
     """Read a checkpoint the fine-tuning engine wrote.
 
     Raises:
-        CheckpointError: missing or unreadable file, or a file that is not a run checkpoint.
+        CheckpointError: missing, unreadable or damaged file, a file that is not a run checkpoint,
+            or one whose entries are missing or of the wrong type.
     """
     checkpoint = read_checkpoint_file(path)
     if not is_run_checkpoint(checkpoint):
@@ -84,7 +108,7 @@ def read_run_checkpoint(path: Path | str) -> dict[str, Any]:
             f"{path} is not a pcclora run checkpoint (no 'format': '{RUN_CHECKPOINT_FORMAT}' entry); "
             "pass a file from <run folder>/checkpoints/"
         )
-    return checkpoint
+    return check_run_checkpoint(checkpoint, path)
 
 
 def run_checkpoint_state(
@@ -109,14 +133,19 @@ def run_checkpoint_state(
 def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The saved config of a run (with ``overrides`` applied) and its ``last.pth``.
 
+    Nothing is written: whether the overrides fit the run's checkpoint (e.g. ``peft.rank``) is
+    checked by :func:`pcclora.engine.finetune` before it writes anything.
+
     Raises:
-        CheckpointError: the folder has no ``checkpoints/last.pth``.
+        CheckpointError: the folder has no ``checkpoints/last.pth``, or it is unreadable or damaged.
+        ConfigError: an override is unknown or of the wrong type.
     """
     path = Path(run_folder) / "checkpoints" / "last.pth"
     if not path.is_file():
         raise CheckpointError(
             f"cannot resume: {path} not found; --resume continues the run in --output DIR, which must be "
-            "the folder of an earlier run that finished at least one epoch"
+            "the folder of an earlier run that finished at least one epoch (to start a run there again, "
+            "give --cfg ... --overwrite instead)"
         )
     checkpoint = read_run_checkpoint(path)
     saved = checkpoint["config"]

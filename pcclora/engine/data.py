@@ -89,6 +89,20 @@ def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = pri
     return RunData(train=train, test=test, num_classes=test.num_classes, class_names=list(test.class_names))
 
 
+def check_batch_size(num_samples: int, batch_size: int, world_size: int) -> None:
+    """Fail before a run starts when ``training.batch_size`` gives no full batch per process.
+
+    Raises:
+        ConfigError: fewer samples per process than its share of the batch.
+    """
+    per_rank = batch_size // world_size
+    if per_rank < 1 or num_samples // world_size < per_rank:
+        raise ConfigError(
+            f"training.batch_size {batch_size} does not fit {num_samples} training samples over "
+            f"{world_size} process(es); lower training.batch_size"
+        )
+
+
 def train_loader(
     dataset: Dataset, batch_size: int, seed: int, epoch: int, context: DistributedContext, num_workers: int
 ) -> DataLoader:
@@ -97,12 +111,8 @@ def train_loader(
     Under DDP each rank reads its shard (``DistributedSampler`` with ``set_epoch``) and the
     batch size is the per-rank share of ``batch_size``.
     """
+    check_batch_size(len(dataset), batch_size, context.world_size)
     per_rank = batch_size // context.world_size
-    if per_rank < 1 or len(dataset) // context.world_size < per_rank:
-        raise ConfigError(
-            f"training.batch_size {batch_size} does not fit {len(dataset)} training samples over "
-            f"{context.world_size} process(es); lower training.batch_size"
-        )
     if context.enabled:
         sampler: Any = DistributedSampler(
             dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True

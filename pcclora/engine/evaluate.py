@@ -5,6 +5,10 @@ size (``fps_points_for(npoints)``), then ``num_votes`` times a random subset of 
 that pool plus a random scale-and-translate; the logits of the votes are **averaged** and the
 argmax is the prediction. It is one run with one seed; the reference's ``--test`` repeats it
 299 times and keeps the maximum, which this toolkit never does.
+
+An evaluation whose logits are not all finite has no accuracy: both functions raise
+:class:`~backbones.errors.NonFiniteError` instead (on every rank alike under DDP), because the
+argmax of NaN logits is a meaningless class index that would still be counted.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from backbones.errors import NonFiniteError
 from backbones.tokenizer import gather_points
 from datasets.transforms import fps_points_for, fps_subsample, scale_and_translate
 from pcclora.device import autocast
@@ -22,13 +27,28 @@ from pcclora.engine.distributed import DistributedContext, all_gather_objects
 from pcclora.engine.metrics import Accuracy
 
 
+def _nonfinite_samples(logits: torch.Tensor) -> torch.Tensor:
+    """How many samples (rows) of ``logits`` hold a NaN or an Inf (a 0-d tensor on their device: no sync)."""
+    return (~torch.isfinite(logits)).any(dim=-1).sum()
+
+
 def _gather_accuracy(
-    predictions: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int, context: DistributedContext
+    predictions: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    num_classes: int,
+    context: DistributedContext,
+    nonfinite: torch.Tensor | int = 0,
 ) -> Accuracy:
-    local = (torch.cat(predictions).cpu(), torch.cat(labels).cpu())
+    local = (torch.cat(predictions).cpu(), torch.cat(labels).cpu(), int(nonfinite))
     shards = all_gather_objects(local, context)
     all_predictions = torch.cat([shard[0] for shard in shards])
     all_labels = torch.cat([shard[1] for shard in shards])
+    bad = sum(shard[2] for shard in shards)
+    if bad:
+        raise NonFiniteError(
+            f"the model gives non-finite logits (NaN or Inf) on {bad} of {len(all_labels)} test samples, "
+            "so this evaluation has no accuracy; its weights have diverged"
+        )
     return Accuracy.from_predictions(all_predictions, all_labels, num_classes)
 
 
@@ -41,16 +61,21 @@ def evaluate(
     context: DistributedContext,
     amp: bool = False,
 ) -> Accuracy:
-    """OA / mAcc / confusion of ``model`` on the loader's samples, each FPS-sampled to ``npoints``."""
+    """OA / mAcc / confusion of ``model`` on the loader's samples, each FPS-sampled to ``npoints``.
+
+    Raises:
+        NonFiniteError: a logit of any sample is NaN or infinite.
+    """
     model.eval()
-    predictions, labels = [], []
+    predictions, labels, nonfinite = [], [], torch.zeros((), dtype=torch.long, device=context.device)
     for points, target in loader:
         points = fps_subsample(points.to(context.device, non_blocking=True)[..., :3].contiguous(), npoints)
         with autocast(context.device, amp):
             logits = model(points)
+        nonfinite += _nonfinite_samples(logits)
         predictions.append(logits.argmax(dim=-1))
         labels.append(target)
-    return _gather_accuracy(predictions, labels, num_classes, context)
+    return _gather_accuracy(predictions, labels, num_classes, context, nonfinite)
 
 
 @torch.no_grad()
@@ -70,9 +95,12 @@ def evaluate_votes(
     Args:
         augment: the ``dataset.augment`` section (scale_low, scale_high, translate).
         generator: CPU generator for the subsets and the scales (the run's seed decides them).
+
+    Raises:
+        NonFiniteError: a logit of any vote of any sample is NaN or infinite.
     """
     model.eval()
-    predictions, labels = [], []
+    predictions, labels, nonfinite = [], [], torch.zeros((), dtype=torch.long, device=context.device)
     for points, target in loader:
         points = points.to(context.device, non_blocking=True)[..., :3].contiguous()
         pool_size = min(fps_points_for(npoints), points.shape[1])
@@ -87,6 +115,7 @@ def evaluate_votes(
             with autocast(context.device, amp):
                 logits = model(vote_points).float()
             logit_sum = logits if logit_sum is None else logit_sum + logits
+        nonfinite += _nonfinite_samples(logit_sum)  # a NaN or Inf of any vote stays in the sum
         predictions.append((logit_sum / num_votes).argmax(dim=-1))
         labels.append(target)
-    return _gather_accuracy(predictions, labels, num_classes, context)
+    return _gather_accuracy(predictions, labels, num_classes, context, nonfinite)

@@ -1,4 +1,4 @@
-"""Training curves and the confusion matrix as PNG files (matplotlib, Agg backend)."""
+"""Training curves and the confusion matrix as PNG files (matplotlib, Agg backend), written atomically."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window (servers, tests, DDP workers)
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
+from pcclora.engine.files import atomic_write  # noqa: E402
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -43,8 +45,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     ax_lr.set_ylabel("learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: Path, title: str) -> None:
@@ -62,5 +63,11 @@ def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: Pa
     axis.set_title(title)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> None:
+    try:
+        atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=100))
+    finally:
+        plt.close(figure)

@@ -8,8 +8,12 @@ run checkpoint (or an official fine-tuned file) and reports its accuracy.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +21,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from backbones.errors import ConfigError, NonFiniteError
+from backbones.errors import CheckpointError, ConfigError, NonFiniteError
 from pcclora.config import check_run_numbers, config_from_dict
 from pcclora.engine.checkpoint import (
+    check_run_checkpoint,
     export_merged,
     is_run_checkpoint,
     read_checkpoint_file,
     run_checkpoint_state,
     save_atomic,
 )
-from pcclora.engine.data import RunData, build_run_data, test_loader, train_loader
+from pcclora.engine.data import RunData, build_run_data, check_batch_size, test_loader, train_loader
 from pcclora.engine.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -39,8 +44,14 @@ from pcclora.engine.metrics import Accuracy
 from pcclora.engine.model import backbone_checkpoint_path, build_model, describe_trainable, load_official_model, unwrap
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_confusion, plot_curves
-from pcclora.engine.run_folder import RunFolder, check_export_path, check_folder_path, default_output
-from pcclora.engine.schedule import build_schedule
+from pcclora.engine.run_folder import (
+    RunFolder,
+    RunFolderClaim,
+    check_export_path,
+    check_folder_path,
+    default_output,
+)
+from pcclora.engine.schedule import CosineWarmupSchedule, build_schedule
 from pcclora.engine.seeding import (
     AUGMENT_STREAM,
     VOTE_STREAM,
@@ -50,7 +61,7 @@ from pcclora.engine.seeding import (
     use_deterministic_algorithms,
 )
 from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
-from pcclora.engine.trainer import train_one_epoch
+from pcclora.engine.trainer import check_finite_state, nonfinite_state, train_one_epoch
 from pcclora.peft import count_parameters, load_adapter_state_dict
 from pcclora.profiling import profile
 
@@ -107,28 +118,128 @@ def finetune(
     output: Path | str | None = None,
     resume: dict[str, Any] | None = None,
     export: Path | str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``config`` and write the run folder; returns the summary (also ``summary.json``).
 
+    Everything is checked before the first file is written — config numbers, paths, the
+    backbone checkpoint, the data, the batch size, the model and, with ``resume``, that the
+    run's trained tensors and optimizer state fit the model the (overridden) config builds —
+    so a refused call changes no file. The run holds the folder's lock (``<output>/.lock``)
+    from its first check to its end.
+
     Args:
         config: a resolved config (:func:`pcclora.load_config`).
-        output: the run folder; None = :func:`default_output`.
-        resume: a run checkpoint (``last.pth`` read by the caller) to continue from its next epoch.
+        output: the run folder; None = :func:`default_output`. A new run refuses a folder that
+            holds an earlier run unless ``overwrite``.
+        resume: a run checkpoint (``last.pth`` read by the caller, e.g. with
+            :func:`~pcclora.engine.checkpoint.load_run_for_resume`) to continue from its next epoch.
         export: write the merged model of the last epoch as ``{'base_model': state_dict}`` to this
             path; ``""`` = ``<run folder>/model_merged.pth``; None = no export.
+        overwrite: start a new run in a folder that holds an earlier run, removing that run's
+            files (config.yaml, log.txt, metrics.csv, summary.json, plots, checkpoints/,
+            tensorboard/, model_merged.pth) once everything is checked; other files stay.
 
     Raises:
-        ToolkitError subclasses for user mistakes; :class:`NonFiniteError` when the loss
-        diverges (``last.pth`` then still holds the last good epoch).
+        ConfigError: a config value, a path, ``overwrite`` together with ``resume``, a folder
+            that holds an earlier run (without ``overwrite``) or that another run has locked.
+        CheckpointError: a backbone checkpoint, or ``resume`` state that does not fit the model.
+        DataError: missing or malformed data files.
+        NonFiniteError: the loss diverges (``last.pth`` then still holds the last good epoch).
     """
     started = time.perf_counter()
     context = init_distributed(config["training"]["device"])
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
-        return _finetune(config, output, resume, export, context, started)
+        return _finetune(config, output, resume, export, overwrite, context, started)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         shutdown_distributed(context)
+
+
+def _claim_run_folder(
+    root: Path, resuming: bool, overwrite: bool, context: DistributedContext
+) -> RunFolderClaim | None:
+    """Rank 0 opens its :class:`RunFolderClaim`; a refusal is raised on every rank alike."""
+    claim, refusal = None, None
+    if context.is_main:
+        try:
+            claim = RunFolderClaim(root, resuming, overwrite).open()
+        except ConfigError as error:
+            refusal = str(error)
+    refusal = all_gather_objects(refusal, context)[0]
+    if refusal is not None:
+        raise ConfigError(refusal)
+    return claim
+
+
+def _load_resume_state(model: nn.Module, optimizer: torch.optim.Optimizer, resume: dict[str, Any], root: Path) -> None:
+    """Put a run checkpoint's tensors, optimizer state and random state into a freshly built run.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the model or the optimizer that the config
+            (with its overrides) builds.
+    """
+    where = root / "checkpoints" / "last.pth"
+    try:
+        load_adapter_state_dict(model, resume["adapter"])
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"cannot resume from {where}: {error}; --set on --resume may change training settings "
+            "(training.max_epoch, ...) but not the model"
+        ) from None
+    try:
+        optimizer.load_state_dict(resume["optimizer"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        raise CheckpointError(
+            f"cannot resume from {where}: its optimizer state does not fit this run's trainable parameters "
+            f"({type(error).__name__}: {error}); resume with the run's own config"
+        ) from None
+    try:
+        restore_rng_state(resume["rng"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        raise CheckpointError(
+            f"cannot resume from {where}: its random-generator state is damaged ({type(error).__name__}: {error}); "
+            "use another checkpoint of the run"
+        ) from None
+
+
+@dataclass
+class _PreparedRun:
+    """What a run builds before it writes its first file."""
+
+    data: RunData
+    model: nn.Module
+    counts: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    schedule: CosineWarmupSchedule
+    messages: list[str]  # said while preparing; written to log.txt once the folder is written
+
+
+def _prepare(
+    config: dict[str, Any], resume: dict[str, Any] | None, root: Path, context: DistributedContext
+) -> _PreparedRun:
+    """Check the backbone checkpoint, read the data, build model and optimizer, load ``resume``."""
+    messages: list[str] = []
+
+    def log_early(message: str) -> None:
+        if context.is_main:
+            print(message, flush=True)
+        messages.append(message)
+
+    training = config["training"]
+    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
+    _configure_device(config, context, log_early)
+    data = build_run_data(config["dataset"], log_early)
+    check_batch_size(len(data.train), training["batch_size"], context.world_size)
+    log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
+    model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
+    counts = _log_model(model, config, data, context, log_early)  # a failing profile forward writes nothing
+    optimizer = build_optimizer(model, config["optimizer"])
+    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
+    if resume is not None:
+        _load_resume_state(model, optimizer, resume, root)
+    return _PreparedRun(data, model, counts, optimizer, schedule, messages)
 
 
 def _finetune(
@@ -136,50 +247,67 @@ def _finetune(
     output: Path | str | None,
     resume: dict[str, Any] | None,
     export: Path | str | None,
+    overwrite: bool,
     context: DistributedContext,
     started: float,
 ) -> dict[str, Any]:
-    training = config["training"]
-    seed = training["seed"]
-    # Inputs are checked before the run folder exists, so a mistake leaves no empty run behind;
-    # what is said meanwhile is printed now and written to log.txt once the folder exists.
-    early_messages: list[str] = []
-
-    def log_early(message: str) -> None:
-        if context.is_main:
-            print(message, flush=True)
-        early_messages.append(message)
-
+    # Everything is checked before the first file is written, so that a refused command changes
+    # no file: the cheap checks, then the folder's claim (lock, run folder rules), then _prepare.
+    if resume is not None and overwrite:
+        raise ConfigError(
+            "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
+        )
     check_run_numbers(config)
     if export:
         check_export_path(export)
     if output is not None:
         check_folder_path(output, "--output")
-    backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
-    _configure_device(config, context, log_early)
-    data = build_run_data(config["dataset"], log_early)
-    log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
-    model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
-    counts = _log_model(model, config, data, context, log_early)  # a failing profile forward leaves no folder
-    optimizer = build_optimizer(model, config["optimizer"])
-    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
-
     root = Path(output) if output is not None else default_output(config)
     root = Path(all_gather_objects(str(root), context)[0])  # one folder name for every rank
-    run = RunFolder(root, active=context.is_main, use_tensorboard=config["training"]["tensorboard"])
+    claim = _claim_run_folder(root, resume is not None, overwrite, context)
+    try:
+        prepared = _prepare(config, resume, root, context)
+    except BaseException:
+        if claim is not None:
+            claim.abandon()
+        raise
+    try:
+        return _run(config, root, resume, export, context, started, claim, prepared)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _run(
+    config: dict[str, Any],
+    root: Path,
+    resume: dict[str, Any] | None,
+    export: Path | str | None,
+    context: DistributedContext,
+    started: float,
+    claim: RunFolderClaim | None,
+    prepared: _PreparedRun,
+) -> dict[str, Any]:
+    """Write the run folder and train: the part of a run that changes files."""
+    training = config["training"]
+    seed = training["seed"]
+    data, model, counts = prepared.data, prepared.model, prepared.counts
+    optimizer, schedule = prepared.optimizer, prepared.schedule
+    folder_messages = claim.commit() if claim is not None else []
+    run = RunFolder(root, active=context.is_main, use_tensorboard=training["tensorboard"])
     run.write_config(config)
     run.log(
         f"run folder: {run.root}  (config {config['name']}, seed {seed}, device {context.device}, "
         f"processes {context.world_size})"
     )
-    for message in early_messages:
+    for message in folder_messages:
+        run.log(message)
+    for message in prepared.messages:
         run.log(message, echo=False)
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume is not None:
-        load_adapter_state_dict(model, resume["adapter"])
-        optimizer.load_state_dict(resume["optimizer"])
         restore_rng_state(resume["rng"])
         history = [dict(row) for row in resume["history"]]
         start_epoch = resume["epoch"] + 1
@@ -196,6 +324,8 @@ def _finetune(
     vote: Accuracy | None = None
     last_accuracy: Accuracy | None = None
     epoch = start_epoch
+    stage = "loss"  # what a NonFiniteError is about: loss, weights, logits (test) or vote logits
+    phase = "epoch"  # what Ctrl-C interrupts: an epoch, the final voting evaluation, the export
     try:
         for epoch in range(start_epoch, max_epoch + 1):
             epoch_started = time.perf_counter()
@@ -203,6 +333,7 @@ def _finetune(
             generator = torch.Generator().manual_seed(derive_seed(seed, epoch, context.rank, AUGMENT_STREAM))
             lr = schedule.apply(optimizer, epoch)
             loader = train_loader(data.train, training["batch_size"], seed, epoch, context, training["num_workers"])
+            stage = "loss"
             stats = train_one_epoch(
                 model,
                 core,
@@ -214,9 +345,12 @@ def _finetune(
                 epoch,
                 _progress_bar(context, epoch, len(loader)),
             )
-            last_accuracy = evaluate(
-                model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"]
-            )
+            # An epoch is saved only when its trained tensors are finite and its evaluation gave
+            # finite logits: a NaN can reach the weights in the epoch's last step before any loss shows it.
+            stage = "weights"
+            check_finite_state(core, optimizer, epoch, context)
+            stage = "logits"
+            accuracy = evaluate(model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"])
             row = {
                 "epoch": epoch,
                 "lr": lr,
@@ -224,28 +358,18 @@ def _finetune(
                 "train_ce": stats.ce,
                 "train_sade": stats.sade,
                 "train_acc": stats.acc,
-                "test_oa": last_accuracy.overall,
-                "test_macc": last_accuracy.mean_class,
+                "test_oa": accuracy.overall,
+                "test_macc": accuracy.mean_class,
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
-            improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
-            history.append(row)
+            _commit_epoch(run, core, optimizer, config, history, row, context)
+            last_accuracy = accuracy
             if context.is_main:
-                state = run_checkpoint_state(core, optimizer, config, epoch, history)
-                save_atomic(state, run.last_checkpoint)
-                if improved:
-                    save_atomic(state, run.best_checkpoint)
-                run.write_metrics(history)
                 run.add_scalars(row)
                 plot_curves(history, run.root / "curves.png")
-            best = best_epoch_row(history)
-            run.log(
-                f"epoch {epoch:3d}/{max_epoch}  lr {lr:.2e}  loss {stats.loss:.4f}  train acc {stats.acc:6.2f}  "
-                f"test OA {row['test_oa']:6.2f}  mAcc {row['test_macc']:6.2f}  "
-                f"(best OA {best['test_oa']:.2f} @ {best['epoch']})  {row['epoch_seconds']:.1f}s"
-            )
             barrier(context)
         if training["vote"] > 0:
+            stage, phase = "vote logits", "final voting evaluation"
             generator = torch.Generator().manual_seed(derive_seed(seed, VOTE_STREAM, context.rank))
             vote = evaluate_votes(
                 model,
@@ -263,23 +387,117 @@ def _finetune(
                 f"OA {vote.overall:.2f}  mAcc {vote.mean_class:.2f}"
             )
         if export is not None and context.is_main:
+            phase = "export of the merged model"
             path = export_merged(core, export or run.root / "model_merged.pth")
             run.log(f"exported the merged model (official fine-tuned layout) to {path}")
     except KeyboardInterrupt:
         status = "interrupted"
-        run.log(
-            f"interrupted during epoch {epoch}: {run.last_checkpoint} holds the last finished epoch; "
-            f"continue with: python tools/finetune.py --output {run.root} --resume"
-        )
+        run.log(_interrupted_message(phase, epoch, history, run))
     except NonFiniteError as error:
-        status = "stopped: non-finite loss"
-        kept = f"{run.last_checkpoint} (epoch {history[-1]['epoch']})" if history else "no checkpoint (first epoch)"
+        status = f"stopped: non-finite {stage}"
+        message = _nonfinite_message(error, stage, epoch, history, run)
+        run.log(f"error: {message}", echo=False)  # the tools print it once, as every error
         _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
-        raise NonFiniteError(
-            f"{error}. The last good checkpoint is kept: {kept}. Lower optimizer.lr or training.grad_clip "
-            f"and continue with --resume, or start again"
-        ) from None
+        raise NonFiniteError(message) from None
     return _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+
+
+def _commit_epoch(
+    run: RunFolder,
+    core: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    row: dict[str, Any],
+    context: DistributedContext,
+) -> None:
+    """Save an evaluated epoch and log it, as one unit; ``history`` gains ``row`` once ``last.pth`` holds it.
+
+    ``best.pth`` is written before ``last.pth``: the epoch is done when ``last.pth`` (what
+    --resume reads) holds it, and a resumed run redoes an epoch that ``best.pth`` got ahead of.
+    Ctrl-C (SIGINT) is held back until the epoch's log line is written, and the line is written
+    even when something else interrupts the unit after ``last.pth`` was saved.
+    """
+    improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
+    with _sigint_held():
+        if context.is_main:
+            state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row])
+            if improved:
+                save_atomic(state, run.best_checkpoint)
+            save_atomic(state, run.last_checkpoint)
+        history.append(row)
+        best = best_epoch_row(history)
+        try:
+            run.write_metrics(history)
+        finally:
+            run.log(
+                f"epoch {row['epoch']:3d}/{config['training']['max_epoch']}  lr {row['lr']:.2e}  "
+                f"loss {row['train_loss']:.4f}  train acc {row['train_acc']:6.2f}  test OA {row['test_oa']:6.2f}  "
+                f"mAcc {row['test_macc']:6.2f}  (best OA {best['test_oa']:.2f} @ {best['epoch']})  "
+                f"{row['epoch_seconds']:.1f}s"
+            )
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C back while the block runs and deliver it at the end (main thread only)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # handlers can be set only in the main thread; None: a handler not set from Python
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
+def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], run: RunFolder) -> str:
+    """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists)."""
+    if not history:
+        return (
+            f"interrupted during epoch {epoch}: no epoch finished, so no checkpoint was written; start the run "
+            "again with the same command and --overwrite"
+        )
+    saved = history[-1]["epoch"]
+    if phase != "epoch":
+        what = f"interrupted during the {phase}"
+    elif saved == epoch:
+        what = f"interrupted after epoch {epoch} was saved"
+    else:
+        what = f"interrupted during epoch {epoch}"
+    return (
+        f"{what}: {run.last_checkpoint} holds epoch {saved}, the last finished one; "
+        f"continue with: python tools/finetune.py --output {run.root} --resume"
+    )
+
+
+def _nonfinite_message(
+    error: NonFiniteError, stage: str, epoch: int, history: list[dict[str, Any]], run: RunFolder
+) -> str:
+    """Why the run stopped, which checkpoints are kept (never a non-finite one), what to do."""
+    if stage == "vote logits":
+        return f"{error} in the final voting evaluation; the checkpoints of the run are kept as they were"
+    if stage == "logits":
+        error = NonFiniteError(f"{error} after epoch {epoch}: training stopped")
+    if history:
+        best = best_epoch_row(history)
+        kept = (
+            f"the last good checkpoint is kept: {run.last_checkpoint} (epoch {history[-1]['epoch']}), and "
+            f"{run.best_checkpoint} (epoch {best['epoch']}); their weights and test logits are finite"
+        )
+    else:
+        kept = "no epoch ended with finite values, so no checkpoint was written"
+    return (
+        f"{error}; epoch {epoch} is not saved; {kept}; lower optimizer.lr or training.grad_clip and continue "
+        "with --resume, or start again"
+    )
 
 
 def _finish(
@@ -298,6 +516,8 @@ def _finish(
     summary = build_summary(
         config, history, num_classes, counts, status, str(run.root), vote, time.perf_counter() - started
     )
+    if history:
+        run.write_metrics(history)  # complete even when an interruption came between a save and its row
     run.write_summary(summary)
     if run.active and last_accuracy is not None:
         names = list(data.class_names) + [f"class {index}" for index in range(len(data.class_names), num_classes)]
@@ -339,6 +559,7 @@ def evaluate_checkpoint(
     checkpoint = read_checkpoint_file(checkpoint_path)
     run_checkpoint = is_run_checkpoint(checkpoint)
     if run_checkpoint:
+        check_run_checkpoint(checkpoint, checkpoint_path)
         saved = checkpoint["config"]
         config = config_from_dict(saved, list(overrides), name=saved.get("name", "config"))
     elif config is None:
@@ -360,6 +581,13 @@ def evaluate_checkpoint(
             model = build_model(config, data.num_classes, log=lambda message: None)
             load_adapter_state_dict(model, checkpoint["adapter"])
             method = config["peft"]["method"]
+            bad = nonfinite_state(model)
+            if bad:
+                raise NonFiniteError(
+                    f"checkpoint {checkpoint_path} (epoch {checkpoint['epoch']}) holds NaN or Inf in "
+                    f"{', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''}; it was saved by a run that diverged, "
+                    "so it has no accuracy; use a checkpoint of an earlier epoch"
+                )
         else:
             model = load_official_model(checkpoint_path, config, data.num_classes)
             method = "official checkpoint"
@@ -367,7 +595,13 @@ def evaluate_checkpoint(
         training = config["training"]
         loader = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
         npoints = config["dataset"]["npoints"]
-        accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+        try:
+            accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+        except NonFiniteError as error:
+            raise NonFiniteError(
+                f"checkpoint {checkpoint_path}: {error}; an evaluation with non-finite logits is not a score; "
+                "use a checkpoint of an earlier epoch"
+            ) from None
         result: dict[str, Any] = {
             "checkpoint": str(checkpoint_path),
             "method": method,

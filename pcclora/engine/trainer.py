@@ -1,4 +1,4 @@
-"""One training epoch: re-sampling, augmentation, CE (+ SADE), clipping, a finite-loss guard."""
+"""One training epoch: re-sampling, augmentation, CE (+ SADE), clipping; the finite-loss and finite-state guards."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pcclora.device import autocast
 from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
 from pcclora.engine.losses import classification_loss
 from pcclora.peft import sade_loss
+from pcclora.peft.state import trained_keys
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,36 @@ def train_one_epoch(
     return EpochStats(
         loss=loss_sum / samples, ce=ce_sum / samples, sade=sade_sum / samples, acc=100.0 * correct / samples
     )
+
+
+def nonfinite_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Names of the trained tensors (what a run checkpoint saves) and optimizer state that hold NaN/Inf."""
+    state = model.state_dict()
+    bad = [
+        key for key in trained_keys(model) if state[key].is_floating_point() and not bool(state[key].isfinite().all())
+    ]
+    for index, group in enumerate(optimizer.param_groups if optimizer is not None else []):
+        for number, param in enumerate(group["params"]):
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
+                    bad.append(f"optimizer state {name} of parameter {number} in group {index}")
+    return bad
+
+
+def check_finite_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, context: DistributedContext
+) -> None:
+    """Raise when a trained tensor or the optimizer state holds NaN/Inf after ``epoch`` (on any rank).
+
+    A NaN can reach the weights in the last step of an epoch without the loss showing it (a
+    non-finite gradient, an overflowing update): then the epoch must not be saved.
+
+    Raises:
+        NonFiniteError: names the epoch and up to five of the tensors.
+    """
+    bad = nonfinite_state(model, optimizer)
+    if any_rank(bool(bad), context):
+        shown = (
+            ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") if bad else "on another process"
+        )
+        raise NonFiniteError(f"the trained tensors hold NaN or Inf after epoch {epoch} ({shown}): training stopped")

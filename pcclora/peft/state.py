@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from backbones.errors import CheckpointError, StateError
+from backbones.errors import CheckpointError, ConfigError, StateError
 
 from .bases import BANK_ATTRIBUTE
 from .config import resolve_peft_config
@@ -58,21 +58,57 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
     """Load an :func:`adapter_state_dict` into ``model`` and return it.
 
     ``model`` is either the plain backbone (then it is adapted with the saved config first) or
-    one adapted with the same method, rank, bases, alpha, targets and extras.
+    one adapted with the same method, rank, bases, alpha, targets and extras. Everything is
+    checked before the model is touched — for a plain backbone on a copy of it adapted with
+    the saved config, whose tensors live on the ``meta`` device (no memory, no random numbers
+    drawn) — so that on any error the model is exactly as it was.
 
     Raises:
-        CheckpointError: ``state`` is no adapter state dict, its config differs from the model's,
-            or its tensors miss, exceed or do not fit the model's (names listed).
+        CheckpointError: ``state`` is no adapter state dict, its saved config is invalid or
+            differs from the model's, or its tensors miss, exceed, are not tensors or do not fit
+            the model's (names listed).
         StateError: the model's adapters are merged (unmerge first).
+        ConfigError: the saved config cannot be applied to this model (a target module or
+            ``trainable_extra`` name it does not have).
     """
     if not isinstance(state, Mapping) or CONFIG_KEY not in state:
         raise CheckpointError(
             "this is not an adapter state dict: it has no 'peft_config' entry; expected the "
             "dict returned by pcclora.adapter_state_dict(model)"
         )
-    saved_config = resolve_peft_config(state[CONFIG_KEY])
-    if not is_adapted(model):
-        apply_peft(model, saved_config)
+    try:
+        saved_config = resolve_peft_config(state[CONFIG_KEY])
+    except ConfigError as error:
+        raise CheckpointError(f"the adapter checkpoint's peft_config is not valid: {error}") from None
+    tensors = {key: value for key, value in state.items() if key != CONFIG_KEY}
+    not_tensors = [key for key, value in tensors.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(
+            f"the adapter checkpoint holds entries that are not tensors: {_preview(not_tensors)}; "
+            "the file is damaged or was not written by pcclora.adapter_state_dict"
+        )
+    if is_adapted(model):
+        _check_fits(model, saved_config, tensors)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the dry run must not shift the caller's random numbers
+            _check_fits(apply_peft(_meta_copy(model), saved_config), saved_config, tensors)
+        apply_peft(model, saved_config)  # succeeds: the same call just succeeded on an identical copy
+    model.load_state_dict(tensors, strict=False)
+    return model
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are empty tensors on the meta device."""
+    memo: dict[int, Any] = {}
+    for param in model.parameters():
+        memo[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
+    for buffer in model.buffers():
+        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _check_fits(model: nn.Module, saved_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless ``tensors`` (saved with ``saved_config``) load into the adapted ``model`` exactly."""
     model_config = getattr(model, CONFIG_ATTRIBUTE)
     differences = [
         f"{key}: checkpoint {saved_config[key]!r}, model {model_config[key]!r}"
@@ -90,7 +126,6 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
             "the model's adapters are merged into its weights; call "
             "pcclora.unmerge_adapters(model) before loading adapter weights"
         )
-    tensors = {key: value for key, value in state.items() if key != CONFIG_KEY}
     expected = trained_keys(model)
     expected_set = set(expected)
     missing = [key for key in expected if key not in tensors]
@@ -113,8 +148,6 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Any]) -> nn.Mo
             f"the adapter checkpoint's shapes do not fit the model: {_preview(mismatched)}; was it "
             "saved from another backbone size or number of classes?"
         )
-    model.load_state_dict(tensors, strict=False)
-    return model
 
 
 def export_merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
