@@ -41,6 +41,8 @@ class DatasetSpec:
         synthetic_format: the :func:`datasets.make_synthetic` format that writes this layout,
             or ``None`` when there is no synthetic writer.
         synthetic_options: turns the dataset options into that writer's keyword options.
+        normalize: whether the loader centres each cloud and scales it into the unit sphere
+            (predictions on other clouds do the same for a model trained on this dataset).
     """
 
     name: str
@@ -49,6 +51,7 @@ class DatasetSpec:
     default_root: str
     class_names: tuple[str, ...] | None
     num_classes: Callable[[Mapping[str, Any]], int]
+    normalize: bool
     synthetic_format: str | None = None
     synthetic_options: Callable[[Mapping[str, Any]], dict[str, Any]] = field(default=lambda options: {})
 
@@ -78,6 +81,7 @@ DATASETS: dict[str, DatasetSpec] = {
             default_root="data/ScanObjectNN",
             class_names=SCANOBJECTNN_CLASSES,
             num_classes=lambda options: len(SCANOBJECTNN_CLASSES),
+            normalize=False,
             synthetic_format="scanobjectnn",
             synthetic_options=lambda options: {"variants": [options.get("variant", "hardest")]},
         ),
@@ -88,6 +92,7 @@ DATASETS: dict[str, DatasetSpec] = {
             default_root="data/ModelNet/modelnet40_normal_resampled",
             class_names=MODELNET40_CLASSES,
             num_classes=lambda options: len(MODELNET40_CLASSES),
+            normalize=True,
             synthetic_format="modelnet40",
         ),
         DatasetSpec(
@@ -97,6 +102,7 @@ DATASETS: dict[str, DatasetSpec] = {
             default_root="data/ModelNetFewshot",
             class_names=None,
             num_classes=lambda options: int(options.get("way", 5)),  # one class per way
+            normalize=True,
         ),
     )
 }
