@@ -328,8 +328,30 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
         for text in overrides:
             apply_override(merged, reference, text, schema)
     merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
+    derive_schedule_length(merged)
     merged["name"] = name
     return merged
+
+
+#: The official warm-up, in epochs; a run shorter than ten times this warms up for a tenth of it.
+DEFAULT_WARMUP_EPOCHS = 10
+
+
+def derive_schedule_length(config: dict[str, Any]) -> None:
+    """Fill ``scheduler.epochs`` and ``scheduler.warmup_epochs`` left null from the run length, in place.
+
+    ``epochs`` becomes ``training.max_epoch`` (at least 1), so the cosine ends where the run ends
+    (the official 300 / 300); ``warmup_epochs`` becomes 10, or a tenth of the run when it has
+    fewer than 100 epochs, so a shortened run (``--set training.max_epoch=1``) trains at the
+    configured lr instead of spending every epoch in warm-up. Values the user set stay.
+    """
+    scheduler, max_epoch = config["scheduler"], config["training"]["max_epoch"]
+    if not isinstance(max_epoch, int) or isinstance(max_epoch, bool):
+        return  # check_run_numbers reports it
+    if scheduler["epochs"] is None:
+        scheduler["epochs"] = max(max_epoch, 1)
+    if scheduler["warmup_epochs"] is None:
+        scheduler["warmup_epochs"] = min(DEFAULT_WARMUP_EPOCHS, max_epoch // 10)
 
 
 #: The largest learning rate a config may set (optimizer.lr, scheduler.lr_min, warmup_lr_init).
@@ -350,6 +372,8 @@ _RUN_NUMBER_BOUNDS = (
     ("training.label_smoothing", 0, True, None),
     ("optimizer.lr", 0, False, MAX_LEARNING_RATE),
     ("optimizer.weight_decay", 0, True, None),
+    ("scheduler.epochs", 1, True, None),
+    ("scheduler.warmup_epochs", 0, True, None),
     ("scheduler.lr_min", 0, True, MAX_LEARNING_RATE),
     ("scheduler.warmup_lr_init", 0, True, MAX_LEARNING_RATE),
 )
@@ -383,6 +407,24 @@ def check_run_numbers(config: Mapping[str, Any]) -> None:
         )
     if config["training"]["label_smoothing"] >= 1:
         raise ConfigError(f"training.label_smoothing must be below 1, got {config['training']['label_smoothing']}")
+
+
+#: Config keys that hold paths of files the run reads.
+PATH_KEYS = (("dataset", "root"), ("backbone", "checkpoint"))
+
+
+def with_absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose data folder and backbone checkpoint are absolute paths.
+
+    A run stores its config in its folder and in its checkpoints; absolute paths let ``test.py``,
+    ``--resume`` and predictions find the same files from any working folder.
+    """
+    resolved = copy.deepcopy(dict(config))
+    for section, key in PATH_KEYS:
+        value = resolved[section][key]
+        if value is not None:  # str(): YAML reads a bare number as an int
+            resolved[section][key] = str(Path(str(value)).expanduser().absolute())
+    return resolved
 
 
 def dump_config(config: Mapping[str, Any]) -> str:

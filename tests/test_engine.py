@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,10 +112,26 @@ def test_resume_after_an_interruption_ends_with_the_same_metrics_as_a_straight_r
             assert torch.equal(value, adapters_b[key]), key
 
 
+def test_export_and_run_checkpoint_are_self_contained(finished_run, monkeypatch, tmp_path):
+    """Sizes, classes and points travel with the files; relative paths were made absolute."""
+    output, config, _ = finished_run
+    info = torch.load(output / "model_merged.pth", map_location="cpu")["pcclora_model"]
+    assert info["backbone"] == "point_mae" and info["num_classes"] == 15 and len(info["class_names"]) == 15
+    assert info["sizes"]["trans_dim"] == 32 and info["npoints"] == config["dataset"]["npoints"]
+    monkeypatch.chdir(tmp_path)  # another folder: nothing may depend on the working folder
+    plain = backbones.create_backbone("point_mae", checkpoint=output / "model_merged.pth")  # no sizes given
+    assert plain.num_classes == 15 and plain.trans_dim == 32 and plain.class_names == info["class_names"]
+    saved = read_run_checkpoint(output / "checkpoints" / "best.pth")
+    assert saved["pcclora_model"]["class_names"] == info["class_names"]
+    assert Path(saved["config"]["dataset"]["root"]).is_absolute()
+    result = evaluate_checkpoint(output / "checkpoints" / "best.pth")
+    assert result["num_samples"] > 0 and not (tmp_path / "data").exists()
+
+
 def test_export_loads_strictly_into_a_plain_backbone_with_the_same_logits(finished_run):
     output, config, _ = finished_run
     exported = torch.load(output / "model_merged.pth", map_location="cpu")
-    assert list(exported) == ["base_model"]
+    assert list(exported) == ["base_model", "pcclora_model"]  # official layout + how to rebuild it
     assert not any("lora" in key or "base_layer" in key for key in exported["base_model"])
     sizes = {
         key: config["backbone"][key]

@@ -10,7 +10,7 @@ from torch import nn
 
 from pcclora.config import load_config
 from pcclora.engine.optim import build_optimizer, param_groups
-from pcclora.engine.schedule import build_schedule
+from pcclora.engine.schedule import build_schedule, describe_schedule
 
 
 def reference_lr(
@@ -85,3 +85,21 @@ def test_param_groups_follow_the_reference_rule_and_skip_frozen_parameters():
     optimizer = build_optimizer(model, {"name": "adamw", "lr": 5e-4, "weight_decay": 0.05})
     assert isinstance(optimizer, torch.optim.AdamW)
     assert sum(len(group["params"]) for group in optimizer.param_groups) == 6
+
+
+def test_a_shortened_run_follows_its_length_and_trains_at_the_configured_lr():
+    config = load_config("scanobjectnn_hardest", ["training.max_epoch=1"])
+    assert (config["scheduler"]["epochs"], config["scheduler"]["warmup_epochs"]) == (1, 0)
+    schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
+    assert [schedule.lr_for_epoch(epoch) for epoch in (0, 1)] == [5e-4, 5e-4]
+    assert len(describe_schedule(schedule, 1)) == 1  # no warning
+
+
+def test_the_official_length_keeps_the_official_schedule_and_a_set_value_stays():
+    official = load_config("scanobjectnn_hardest")["scheduler"]
+    assert (official["epochs"], official["warmup_epochs"]) == (300, 10)
+    assert load_config("scanobjectnn_hardest", ["training.max_epoch=50"])["scheduler"]["warmup_epochs"] == 5
+    kept = load_config("scanobjectnn_hardest", ["training.max_epoch=1", "scheduler.epochs=300"])["scheduler"]
+    assert kept["epochs"] == 300
+    lines = describe_schedule(build_schedule(kept, 5e-4), 1)
+    assert len(lines) == 2 and lines[1].startswith("NOTE") and "leave both null" in lines[1]

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ckpt", required=True, help="run checkpoint (<run>/checkpoints/best.pth), merged export, or official file"
     )
-    parser.add_argument("--cfg", help="config of an official fine-tuned file (run checkpoints and exports carry theirs)")
+    parser.add_argument(
+        "--cfg", help="config of an official fine-tuned file (run checkpoints and exports carry theirs)"
+    )
     parser.add_argument(
         "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="with --cfg"
     )

@@ -6,7 +6,8 @@ A run checkpoint is ``torch.save`` of a dict::
      "adapter": pcclora.adapter_state_dict(model),   # adapters, head, trained extras, peft config
      "optimizer": ..., "rng": {...},
      "config": resolved config, "epoch": last finished epoch,
-     "history": [per-epoch rows]}
+     "history": [per-epoch rows],
+     "pcclora_model": {backbone, sizes, num_classes, class_names, method, npoints, dataset}}
 
 It never holds the frozen backbone: the model is rebuilt from the config (and its backbone
 checkpoint or seed) and the adapter tensors are loaded on top. The learning-rate schedule is a
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from backbones.checkpoint import read_checkpoint
+from backbones.checkpoint import MODEL_INFO_KEY, read_checkpoint
 from backbones.errors import CheckpointError
-from pcclora.config import config_from_dict
+from pcclora import __version__
+from pcclora.config import config_from_dict, size_overrides
 from pcclora.engine.files import atomic_write
 from pcclora.engine.seeding import rng_state
 from pcclora.peft import adapter_state_dict, export_merged_state_dict
@@ -111,15 +113,38 @@ def read_run_checkpoint(path: Path | str) -> dict[str, Any]:
     return check_run_checkpoint(checkpoint, path)
 
 
+def model_info(config: dict[str, Any], num_classes: int, class_names: list[str] | None) -> dict[str, Any]:
+    """What rebuilding the trained model needs, stored under ``backbones.checkpoint.MODEL_INFO_KEY``.
+
+    ``backbone`` and ``sizes`` (official config names) rebuild the network, ``num_classes`` and
+    ``class_names`` name its outputs, ``npoints`` and ``dataset`` say how its input was prepared.
+    """
+    return {
+        "backbone": config["backbone"]["name"],
+        "sizes": size_overrides(config["backbone"]),
+        "num_classes": int(num_classes),
+        "class_names": list(class_names) if class_names else None,
+        "method": config["peft"]["method"],
+        "npoints": config["dataset"]["npoints"],
+        "dataset": config["dataset"]["name"],
+        "pcclora_version": __version__,
+    }
+
+
 def run_checkpoint_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     config: dict[str, Any],
     epoch: int,
     history: list[dict[str, Any]],
+    info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The dict :func:`save_atomic` writes as ``last.pth`` / ``best.pth`` after ``epoch``."""
+    """The dict :func:`save_atomic` writes as ``last.pth`` / ``best.pth`` after ``epoch``.
+
+    ``info`` (:func:`model_info`) lets inference tools name the classes without the data.
+    """
     return {
+        MODEL_INFO_KEY: info,
         "format": RUN_CHECKPOINT_FORMAT,
         "adapter": adapter_state_dict(model),
         "optimizer": optimizer.state_dict(),
@@ -153,6 +178,14 @@ def load_run_for_resume(run_folder: Path | str, overrides: list[str]) -> tuple[d
     return config, checkpoint
 
 
-def export_merged(model: nn.Module, path: Path | str) -> Path:
-    """Write ``{'base_model': merged state dict}`` (official fine-tuned layout) atomically."""
-    return save_atomic({"base_model": export_merged_state_dict(model)}, path)
+def export_merged(model: nn.Module, path: Path | str, info: dict[str, Any] | None = None) -> Path:
+    """Write ``{'base_model': merged state dict, MODEL_INFO_KEY: info}`` atomically.
+
+    ``base_model`` is the official fine-tuned layout (the official code reads only that entry);
+    ``info`` (:func:`model_info`) lets ``backbones.create_backbone(name, checkpoint=PATH)`` rebuild
+    any size and ``pcclora.predict`` name the classes.
+    """
+    state = {"base_model": export_merged_state_dict(model)}
+    if info is not None:
+        state[MODEL_INFO_KEY] = info
+    return save_atomic(state, path)

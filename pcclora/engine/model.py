@@ -32,9 +32,9 @@ def backbone_checkpoint_path(path: str | None) -> Path | None:
     resolved = Path(str(path)).expanduser()  # str(): YAML reads a bare number (--set ...=123) as an int
     if not resolved.is_file():
         raise CheckpointError(
-            f"backbone checkpoint {resolved} not found. Download the pre-trained weights ({CHECKPOINT_SOURCES}) "
-            "and pass the file with --ckpt PATH (or backbone.checkpoint), or run without a checkpoint "
-            "(random initial weights) by leaving backbone.checkpoint null"
+            f"backbone checkpoint {resolved} not found; download the pre-trained weights ({CHECKPOINT_SOURCES}) "
+            "and set backbone.checkpoint to the file (finetune.py: --ckpt PATH; test.py and predict.py: "
+            "--set backbone.checkpoint=PATH), or leave it null for random initial weights"
         )
     return resolved
 

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from backbones.checkpoint import MODEL_INFO_KEY, stored_model_info
 from backbones.errors import CheckpointError, ConfigError, NonFiniteError
-from pcclora.config import check_run_numbers, config_from_dict
+from pcclora.config import check_run_numbers, config_from_dict, with_absolute_paths
 from pcclora.engine.checkpoint import (
     check_run_checkpoint,
     export_merged,
     is_run_checkpoint,
+    model_info,
     read_checkpoint_file,
     run_checkpoint_state,
     save_atomic,
@@ -51,7 +53,7 @@ from pcclora.engine.run_folder import (
     check_folder_path,
     default_output,
 )
-from pcclora.engine.schedule import CosineWarmupSchedule, build_schedule
+from pcclora.engine.schedule import CosineWarmupSchedule, build_schedule, describe_schedule
 from pcclora.engine.seeding import (
     AUGMENT_STREAM,
     VOTE_STREAM,
@@ -237,6 +239,8 @@ def _prepare(
     counts = _log_model(model, config, data, context, log_early)  # a failing profile forward writes nothing
     optimizer = build_optimizer(model, config["optimizer"])
     schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
+    for line in describe_schedule(schedule, training["max_epoch"]):
+        log_early(line)
     if resume is not None:
         _load_resume_state(model, optimizer, resume, root)
     return _PreparedRun(data, model, counts, optimizer, schedule, messages)
@@ -253,6 +257,7 @@ def _finetune(
 ) -> dict[str, Any]:
     # Everything is checked before the first file is written, so that a refused command changes
     # no file: the cheap checks, then the folder's claim (lock, run folder rules), then _prepare.
+    config = with_absolute_paths(config)
     if resume is not None and overwrite:
         raise ConfigError(
             "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
@@ -319,6 +324,7 @@ def _run(
         model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
     test_data = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
     num_classes = unwrap(model).num_classes
+    info = model_info(config, num_classes, data.class_names)
     max_epoch = training["max_epoch"]
     status = "finished"
     vote: Accuracy | None = None
@@ -362,7 +368,7 @@ def _run(
                 "test_macc": accuracy.mean_class,
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
-            _commit_epoch(run, core, optimizer, config, history, row, context)
+            _commit_epoch(run, core, optimizer, config, history, row, context, info)
             last_accuracy = accuracy
             if context.is_main:
                 run.add_scalars(row)
@@ -388,7 +394,7 @@ def _run(
             )
         if export is not None and context.is_main:
             phase = "export of the merged model"
-            path = export_merged(core, export or run.root / "model_merged.pth")
+            path = export_merged(core, export or run.root / "model_merged.pth", info)
             run.log(f"exported the merged model (official fine-tuned layout) to {path}")
     except KeyboardInterrupt:
         status = "interrupted"
@@ -410,6 +416,7 @@ def _commit_epoch(
     history: list[dict[str, Any]],
     row: dict[str, Any],
     context: DistributedContext,
+    info: dict[str, Any],
 ) -> None:
     """Save an evaluated epoch and log it, as one unit; ``history`` gains ``row`` once ``last.pth`` holds it.
 
@@ -421,7 +428,7 @@ def _commit_epoch(
     improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
     with _sigint_held():
         if context.is_main:
-            state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row])
+            state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row], info)
             if improved:
                 save_atomic(state, run.best_checkpoint)
             save_atomic(state, run.last_checkpoint)
@@ -626,10 +633,11 @@ def evaluate_checkpoint(
             )
             result.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=votes)
         if export is not None and context.is_main:
+            info = stored_model_info(checkpoint) or model_info(config, model.num_classes, data.class_names)
             if run_checkpoint:
-                export_merged(model, export)
+                export_merged(model, export, info)
             else:
-                save_atomic({"base_model": model.state_dict()}, export)
+                save_atomic({"base_model": model.state_dict(), MODEL_INFO_KEY: info}, export)
             result["export"] = str(export)
         return result
     finally:

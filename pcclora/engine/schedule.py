@@ -71,3 +71,19 @@ def build_schedule(scheduler_cfg: dict[str, Any], base_lr: float) -> CosineWarmu
         warmup_epochs=int(scheduler_cfg["warmup_epochs"]),
         warmup_lr_init=float(scheduler_cfg["warmup_lr_init"]),
     )
+
+
+def describe_schedule(schedule: CosineWarmupSchedule, max_epoch: int) -> list[str]:
+    """A log line for the schedule, and a loud note when it does not fit the run's length."""
+    lines = [
+        f"schedule: cosine over {schedule.t_initial} epochs, {schedule.warmup_epochs} warm-up, lr "
+        f"{schedule.lr_for_epoch(0):.2e} (epoch 0) -> {schedule.base_lr:.2e} (peak) -> "
+        f"{schedule.lr_for_epoch(max_epoch):.2e} (epoch {max_epoch})"
+    ]
+    if schedule.warmup_epochs > max_epoch or schedule.t_initial > 2 * max(max_epoch, 1):
+        lines.append(
+            f"NOTE: the run has epochs 0..{max_epoch} but scheduler.epochs is {schedule.t_initial} and "
+            f"scheduler.warmup_epochs {schedule.warmup_epochs}: the lr never leaves the start of the schedule; "
+            "leave both null to follow the run length"
+        )
+    return lines
