@@ -16,6 +16,11 @@ The torch backend keeps the coordinates as (B, 3, N) so every per-centre step wo
 rows, and ``group_points`` reuses the distance rows FPS computes as the kNN distances (one distance
 pass instead of two; see ``_fps_knn_torch``).
 
+Gradients: indices are computed without autograd (on detached inputs); the centres and
+neighbourhoods ``group_points`` returns are gathered from the input tensor itself, so they are
+differentiable with respect to the points (as pytorch3d's gathered points are), and a model
+built on the tokenizer is differentiable with respect to its input.
+
 ``fps_naive`` and ``knn_naive`` are loop implementations of the same semantics that the tests
 use as the reference.
 """
@@ -202,9 +207,11 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int, backend: str =
     """
     check_points(points)
     _check_count(points, num_samples, "num_samples")
-    if resolve_backend(backend) == "pytorch3d":
-        return _fps_pytorch3d(points, num_samples)
-    return _fps_torch(points, num_samples)
+    backend = resolve_backend(backend)
+    with torch.no_grad():  # indices are not differentiable
+        if backend == "pytorch3d":
+            return _fps_pytorch3d(points.detach(), num_samples)
+        return _fps_torch(points.detach(), num_samples)
 
 
 def knn_query(query: torch.Tensor, points: torch.Tensor, k: int, backend: str = "auto") -> torch.Tensor:
@@ -221,9 +228,11 @@ def knn_query(query: torch.Tensor, points: torch.Tensor, k: int, backend: str = 
     check_points(query, "query")
     check_points(points)
     _check_count(points, k, "k (group_size)")
-    if resolve_backend(backend) == "pytorch3d":
-        return _knn_pytorch3d(query, points, k)
-    return _knn_torch(query, points, k)
+    backend = resolve_backend(backend)
+    with torch.no_grad():  # indices are not differentiable
+        if backend == "pytorch3d":
+            return _knn_pytorch3d(query.detach(), points.detach(), k)
+        return _knn_torch(query.detach(), points.detach(), k)
 
 
 def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -258,8 +267,11 @@ def group_points(
     _check_count(points, num_group, "num_group")
     _check_count(points, group_size, "group_size")
     backend = resolve_backend(backend)
+    # Indices without autograd; the coordinates are then gathered from ``points`` itself, so that
+    # centres and neighbourhoods are differentiable with respect to the points.
     if backend == "torch":
-        center_idx, neighbour_idx = _fps_knn_torch(points, num_group, group_size)
+        with torch.no_grad():
+            center_idx, neighbour_idx = _fps_knn_torch(points.detach(), num_group, group_size)
         center = gather_points(points, center_idx)
     else:
         center_idx = farthest_point_sample(points, num_group, backend)
