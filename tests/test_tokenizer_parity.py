@@ -6,11 +6,25 @@ The semantics themselves (indices against the loop references) are in ``test_tok
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
-from backbones import create_backbone
-from backbones.tokenizer import farthest_point_sample, fps_naive, gather_points, group_points, knn_query
+from backbones import InputShapeError, UnknownNameError, create_backbone
+from backbones import tokenizer as tokenizer_module
+from backbones.threads import AdaptiveThreads
+from backbones.tokenizer import (
+    FPS_THREADS,
+    farthest_point_sample,
+    fps_naive,
+    gather_points,
+    group_points,
+    knn_naive,
+    knn_query,
+    pytorch3d_available,
+    resolve_backend,
+)
 
 
 def _cloud(batch: int = 2, num_points: int = 300, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -95,3 +109,242 @@ def test_frozen_patch_embedding_still_skips_autograd_when_the_input_needs_no_gra
     finally:
         hook.remove()
     assert modes == [False, True]
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+
+def test_knn_with_a_query_batch_that_does_not_match_the_points_is_an_error():
+    with pytest.raises(InputShapeError, match="query has batch size 2 but points has 1"):
+        knn_query(_cloud(batch=2, num_points=10), _cloud(batch=1, num_points=50), 4)
+
+
+def test_knn_with_query_and_points_on_different_devices_is_an_error():
+    with pytest.raises(InputShapeError, match="query is on meta but points is on cpu"):
+        knn_query(torch.empty(2, 10, 3, device="meta"), _cloud(num_points=50), 4)
+
+
+# --------------------------------------------------------------------------------------------
+# precision
+# --------------------------------------------------------------------------------------------
+
+
+def test_float64_clouds_are_computed_in_float64():
+    # Offsets of 1e-6 on coordinates near 1000 vanish in float32 (all points coincide there).
+    offsets = torch.randn(1, 60, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    points = 1000.0 + 1e-6 * offsets
+    assert torch.unique(points.float(), dim=1).shape[1] == 1
+    assert torch.equal(farthest_point_sample(points, 10, backend="torch"), fps_naive(points, 10))
+    query = points[:, :5]
+    idx, dist = knn_query(query, points, 6, backend="torch", return_distances=True)
+    assert torch.equal(idx, knn_naive(query, points, 6))
+    assert dist.dtype == torch.float64
+
+
+def test_half_precision_clouds_are_computed_in_float32():
+    # bfloat16 coordinates square and sum exactly in float32: the float64 reference must agree.
+    points = _cloud(num_points=200).bfloat16()
+    assert torch.equal(farthest_point_sample(points, 20, backend="torch"), fps_naive(points, 20))
+    neighborhood, center = group_points(points, 20, 8, backend="torch")
+    assert neighborhood.dtype == center.dtype == torch.bfloat16
+
+
+# --------------------------------------------------------------------------------------------
+# returned distances
+# --------------------------------------------------------------------------------------------
+
+
+def test_knn_returns_sorted_squared_distances_like_the_reference():
+    points = _cloud(num_points=400)
+    query = _cloud(num_points=30, seed=1)
+    idx, dist = knn_query(query, points, 12, backend="torch", return_distances=True)
+    assert torch.equal(idx, knn_query(query, points, 12, backend="torch"))
+    ref = (gather_points(points.double(), knn_naive(query, points, 12)) - query.double()[:, :, None]).square().sum(-1)
+    torch.testing.assert_close(dist.double(), ref, rtol=1e-6, atol=1e-6)
+    assert dist.dtype == torch.float32
+    assert torch.all(dist[..., 1:] >= dist[..., :-1])  # the very values topk ordered
+
+
+def test_knn_distances_are_differentiable_with_respect_to_query_and_points():
+    points = _cloud(num_points=30, dtype=torch.float64).requires_grad_()
+    query = _cloud(num_points=5, seed=1, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda q, p: knn_query(q, p, 4, return_distances=True)[1], (query, points))
+
+
+# --------------------------------------------------------------------------------------------
+# per-cloud lengths (padded batches)
+# --------------------------------------------------------------------------------------------
+
+
+def _padded(lengths: list[int], num_points: int = 120, fill: float = float("nan")) -> torch.Tensor:
+    """Clouds padded to ``num_points``; the padding holds ``fill`` (it must never be used)."""
+    points = _cloud(batch=len(lengths), num_points=num_points, seed=2)
+    for b, length in enumerate(lengths):
+        points[b, length:] = fill
+    return points
+
+
+@pytest.mark.parametrize("fill", [float("nan"), 1e6, 0.0])
+def test_fps_with_lengths_samples_only_each_clouds_own_points(fill):
+    lengths = [120, 50, 17]
+    points = _padded(lengths, fill=fill)
+    idx = farthest_point_sample(points, 16, backend="torch", lengths=torch.tensor(lengths))
+    assert torch.equal(idx, fps_naive(points, 16, lengths=lengths))
+    assert all(int(idx[b].max()) < length for b, length in enumerate(lengths))
+
+
+def test_knn_and_grouping_with_lengths_never_use_the_padding():
+    lengths = [120, 40]
+    points = _padded(lengths, fill=float("nan"))
+    query = _cloud(batch=2, num_points=9, seed=3)
+    idx = knn_query(query, points, 8, backend="torch", lengths=lengths)
+    assert torch.equal(idx, knn_naive(query, points, 8, lengths=lengths))
+    neighborhood, center = group_points(points, 12, 8, backend="torch", lengths=lengths)
+    assert torch.isfinite(neighborhood).all() and torch.isfinite(center).all()
+    assert torch.equal(center, gather_points(points, fps_naive(points, 12, lengths=lengths)))
+
+
+def test_full_lengths_give_the_same_result_as_no_lengths():
+    points = _cloud(num_points=100)
+    got = group_points(points, 10, 8, backend="torch", lengths=[100, 100])
+    for a, b in zip(got, group_points(points, 10, 8, backend="torch"), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "lengths, message",
+    [
+        ([50], r"lengths must be 2 integers"),
+        ([50.0, 50.0], r"lengths must be 2 integers"),
+        ([50, 130], r"lengths\[1\] is 130 but the clouds hold 120 points"),
+        ([50, 10], r"cloud 1 has 10 points \(lengths\[1\]\) but num_group is 12"),
+    ],
+)
+def test_bad_lengths_are_clear_errors(lengths, message):
+    with pytest.raises(InputShapeError, match=message):
+        group_points(_cloud(num_points=120), 12, 8, lengths=torch.tensor(lengths))
+
+
+# --------------------------------------------------------------------------------------------
+# random start point
+# --------------------------------------------------------------------------------------------
+
+
+def test_random_start_point_is_drawn_per_cloud_and_reproducible():
+    points = _cloud(batch=16, num_points=80)
+    lengths = [80] * 8 + [20] * 8
+    draw = lambda seed: farthest_point_sample(  # noqa: E731
+        points,
+        6,
+        backend="torch",
+        lengths=lengths,
+        random_start_point=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    idx = draw(0)
+    assert torch.equal(idx, draw(0))
+    assert not torch.equal(idx[:, 0], draw(1)[:, 0])
+    assert len(set(idx[:, 0].tolist())) > 1 and int(idx[8:, 0].max()) < 20
+    assert torch.equal(idx, fps_naive(points, 6, lengths=lengths, start=idx[:, 0].tolist()))
+
+
+# --------------------------------------------------------------------------------------------
+# pytorch3d availability
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken_pytorch3d(tmp_path, monkeypatch):
+    """A pytorch3d that is found but whose compiled part does not load (built for another torch)."""
+    package = tmp_path / "pytorch3d"
+    (package / "ops").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "ops" / "__init__.py").write_text("from pytorch3d import _C  # the compiled part\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "pytorch3d" or m.startswith("pytorch3d.")]:
+        monkeypatch.delitem(sys.modules, name)
+    tokenizer_module._pytorch3d_import_error.cache_clear()
+    yield
+    tokenizer_module._pytorch3d_import_error.cache_clear()
+
+
+def test_a_pytorch3d_whose_compiled_part_does_not_import_is_not_available(broken_pytorch3d):
+    assert pytorch3d_available() is False
+    with pytest.raises(UnknownNameError, match=r"pytorch3d is not installed or does not import \(ImportError: .*_C"):
+        resolve_backend("pytorch3d")
+    assert resolve_backend("auto") == "torch"
+
+
+# --------------------------------------------------------------------------------------------
+# threads of the FPS loop
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("pinned", [1, 2, None])
+def test_thread_count_changes_no_result_and_is_restored(two_threads, pinned):
+    points = _cloud(batch=4, num_points=2048)  # above the adaptive threshold
+    want = (fps_naive(points, 40), None)
+    with FPS_THREADS.pinned(pinned) if pinned else FPS_THREADS.pinned(None):
+        center_idx, neighbour_idx = tokenizer_module._fps_knn_torch(points, 40, 16)
+    assert torch.equal(center_idx, want[0])
+    assert torch.equal(neighbour_idx, knn_query(gather_points(points, center_idx), points, 16, backend="torch"))
+    assert torch.get_num_threads() == 2
+    if pinned:
+        assert set(FPS_THREADS.last_counts) == {pinned}
+
+
+class _FakeLoop:
+    """Drives :class:`AdaptiveThreads` with a fake clock: a step costs ``cost[threads]`` seconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.chooser = AdaptiveThreads(clock=lambda: self.now)
+
+    def run(self, cost: dict[int, float], calls: int, num_steps: int = 128) -> list[list[int]]:
+        history = []
+        for _ in range(calls):
+            for _step in self.chooser.steps(torch.device("cpu"), 16384, num_steps, 16):
+                self.now += cost[torch.get_num_threads()]
+            history.append(self.chooser.last_counts)
+        return history
+
+
+def test_adaptive_threads_settle_on_the_faster_count(two_threads):
+    loop = _FakeLoop()
+    quiet = loop.run({1: 1.0, 2: 0.6}, calls=20)
+    assert quiet[0][:2] == [1, 2]  # both counts measured first
+    late = [c for counts in quiet[10:] for c in counts]
+    assert late.count(2) / len(late) > 0.9  # mostly the faster count, with an occasional re-try of 1
+    busy = loop.run({1: 1.0, 2: 30.0}, calls=20)
+    late = [c for counts in busy[5:] for c in counts]
+    assert late.count(1) / len(late) > 0.95
+    assert torch.get_num_threads() == 2
+
+
+def test_a_slow_round_on_several_threads_is_cut_short(two_threads):
+    loop = _FakeLoop()
+    loop.run({1: 1.0, 2: 0.6}, calls=3)
+    loop.run({1: 1.0, 2: 50.0}, calls=1)
+    counts = loop.chooser.last_counts
+    # The first round on 2 threads is cut short after its first slow step; one thread finishes it.
+    i = counts.index(2)
+    assert counts[i + 1] == 1
+    assert loop.now < 3 * 128 * 1.0 + 4 * 128 * 0.6 + 3 * 50.0
+
+
+def test_tiny_loops_run_on_one_thread_and_cuda_loops_are_left_alone(two_threads):
+    chooser = AdaptiveThreads()
+    seen = [torch.get_num_threads() for _ in chooser.steps(torch.device("cpu"), 100, 5, 16)]
+    assert seen == [1] * 5 and torch.get_num_threads() == 2
+    seen = [torch.get_num_threads() for _ in chooser.steps(torch.device("meta"), 1 << 20, 5, 16)]
+    assert seen == [2] * 5
