@@ -348,3 +348,29 @@ def test_tiny_loops_run_on_one_thread_and_cuda_loops_are_left_alone(two_threads)
     assert seen == [1] * 5 and torch.get_num_threads() == 2
     seen = [torch.get_num_threads() for _ in chooser.steps(torch.device("meta"), 1 << 20, 5, 16)]
     assert seen == [2] * 5
+
+
+# --------------------------------------------------------------------------------------------
+# the options on the pytorch3d backend
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not pytorch3d_available(), reason="pytorch3d is not installed")
+def test_pytorch3d_backend_agrees_on_lengths_random_start_distances_and_gradients():
+    lengths = [120, 50]
+    points = _padded(lengths, fill=float("nan"))
+    got = farthest_point_sample(points, 16, backend="pytorch3d", lengths=lengths)
+    assert torch.equal(got, farthest_point_sample(points, 16, backend="torch", lengths=lengths))
+    start = farthest_point_sample(points, 16, backend="pytorch3d", lengths=lengths, random_start_point=True)
+    assert int(start[1, 0]) < 50
+    assert torch.equal(start, fps_naive(points, 16, lengths=lengths, start=start[:, 0].tolist()))
+    query = _cloud(batch=2, num_points=9, seed=3)
+    idx, dist = knn_query(query, points, 8, backend="pytorch3d", lengths=lengths, return_distances=True)
+    _, want_dist = knn_query(query, points, 8, backend="torch", lengths=lengths, return_distances=True)
+    assert torch.equal(dist, want_dist)
+    clean = _cloud(num_points=80).requires_grad_()
+    neighborhood, center = group_points(clean, 8, 6, backend="pytorch3d")
+    (neighborhood.sum() + center.sum()).backward()
+    assert clean.grad is not None
+    for a, b in zip((neighborhood, center), group_points(clean.detach(), 8, 6, backend="torch"), strict=True):
+        assert torch.equal(a.detach(), b)
