@@ -2,21 +2,22 @@
 
 FPS picks its G centres one after another; each step is a handful of ops on (B, N) tensors, a
 few microseconds to a fraction of a millisecond each. With several intra-op threads every such
-op is an OpenMP parallel region that ends at a barrier. On a quiet machine that pays off from
-about B·N = 16k points on; on a busy one, where other processes hold the cores, each barrier
-waits for a thread the scheduler has pushed off its core, and the loop slows by one or two
-orders of magnitude. One thread barely notices the load.
+op is an OpenMP parallel region that ends at a barrier. On a quiet machine that pays off (the
+tokenizer's grouping at B=8, N=2048 runs about 1.5 × faster on two threads than on one); on a
+busy one, where other processes hold the cores, a barrier waits for a thread the scheduler has
+pushed off its core, sometimes for a whole time slice, and the loop slows by up to two orders of
+magnitude. One thread slows only with the load itself.
 
-Which of the two is faster depends on the load, which changes while a program runs, so
+Which count is faster depends on the load, which changes while a program runs, so
 :class:`AdaptiveThreads` measures it: the loop's steps run in rounds, each round timed on one
-thread or on the caller's count, and each round takes the count whose latest time per step is
-lower. Now and then a round re-tries the other count (after 4 to 64 rounds, fewer while the
-choice keeps changing); a re-try that runs clearly slower than the count in use is cut short
-after the step that shows it, and the next re-try waits at least 20 times as long as the lost
-one took, so that re-tries cost at most about 5 % on a busy machine, where a single step on
-idle threads can take a scheduler time slice. The thread count changes
-only the speed, never a result: the ops of the loop give the same values on any number of
-threads.
+thread or on the caller's count. Several threads are chosen when their latest time per step
+beats one thread's by :attr:`AdaptiveThreads.margin`, else one thread. Now and then a round
+re-tries the count not chosen (after 4 to 64 rounds; sooner while the choice keeps changing).
+A round on several threads that falls clearly behind one thread's pace is cut short after the
+step that shows it and finished on one thread, and after such a loss the next re-try waits at
+least 20 times as long as the lost round took, so that re-tries cost about 5 % at most on a busy
+machine. The thread count changes only the speed, never a result: the ops of the loop give the
+same values on any number of threads.
 
 Thread safety: with the OpenMP backend of the CPU wheels, ``torch.set_num_threads`` sets the
 count of the calling thread only, so a concurrent caller in another Python thread keeps its own

@@ -383,7 +383,8 @@ def farthest_point_sample(
         lengths: valid points per cloud of a padded batch, (B,) integers; only the first
             ``lengths[b]`` points of cloud b are sampled. ``None``: all N.
         random_start_point: start from a point drawn uniformly from each cloud instead of index 0.
-        generator: the random start's generator (torch backend; ``None``: torch's global one).
+        generator: a CPU ``torch.Generator`` for the random start (torch backend; ``None``: the
+            global one).
 
     Returns:
         (B, S) long tensor, not differentiable (:func:`gather_points` gives the points, with
