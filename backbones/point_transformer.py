@@ -46,7 +46,9 @@ class PointPatchTransformer(nn.Module):
     #: Modules that form the classification head (PEFT keeps them trainable).
     head_module_names: ClassVar[tuple[str, ...]] = ("cls_head_finetune",)
     #: Modules between the tokenizer and the transformer; when none of their parameters needs a
-    #: gradient, tokenizer + patch embedding run under ``torch.no_grad()`` (lean PEFT training).
+    #: gradient and the input points do not either, tokenizer + patch embedding run under
+    #: ``torch.no_grad()`` (lean PEFT training). Points that require grad (saliency maps,
+    #: adversarial examples) keep autograd on there, so that the gradient reaches the input.
     patch_embedding_names: ClassVar[tuple[str, ...]] = ("encoder", "pos_embed")
     #: The official default sizes, overridable by keyword (official config names).
     default_config: ClassVar[dict[str, Any]] = {}
@@ -168,7 +170,7 @@ class PointPatchTransformer(nn.Module):
         self.check_input(points)
         points = points.to(self.cls_token.dtype)
         lean = torch.is_grad_enabled() and not points.requires_grad and not self.patch_embedding_requires_grad()
-        if lean:  # nothing upstream of the transformer is trained: keep no autograd graph there
+        if lean:  # nothing upstream of the transformer is trained nor wants a gradient: no graph there
             with torch.no_grad():
                 tokens, pos = self.embed_patches(points)
         else:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from backbones.errors import ConfigError
-from pcclora.benchmark import METHODS, BenchmarkError, BenchmarkSettings, evaluate_targets
+from pcclora.benchmark import METHODS, BenchmarkError, BenchmarkSettings, evaluate_targets, format_report
+from pcclora.benchmark.contention import busy_processes
+from pcclora.benchmark.sections import bench_tokenizer, environment_info
 from pcclora.benchmark.steps import build_model, randomize_adapters
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 
@@ -140,3 +144,59 @@ def test_benchmark_errors_are_config_errors():
     assert issubclass(BenchmarkError, ConfigError)
     with pytest.raises(BenchmarkError, match="clora"):
         BenchmarkSettings(methods=("dora",)).check()
+
+
+# ----------------------------------------------------------------------------------------------
+# contention mode of the tokenizer section
+# ----------------------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_busy_processes_run_during_the_block_and_are_stopped_after_it():
+    with busy_processes(2) as pids:
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_busy_processes_are_stopped_when_the_block_fails():
+    with pytest.raises(RuntimeError, match="measuring failed"), busy_processes(1) as pids:
+        raise RuntimeError("measuring failed")
+    assert not _alive(pids[0])
+
+
+def test_tokenizer_section_times_quiet_and_busy_in_one_run():
+    settings = BenchmarkSettings(
+        model=dict(TINY), num_points=256, batch_size=2, repeats=2, warmup=0, sections=("tokenizer",), contention=1
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tok = bench_tokenizer(settings)
+    finally:
+        torch.set_num_threads(before)
+    for figures in (tok, tok["contended"]):
+        assert figures["torch"]["available"] is True and len(figures["torch"]["runs_s"]) == 2
+        assert "available" in figures["pytorch3d"]
+        assert set(figures["torch_threads"]) == {"1", "2"}
+    assert tok["contended"]["busy_processes"] == 1
+    report = format_report(
+        {"settings": asdict(settings), "environment": environment_info(settings), "tokenizer": tok, "targets": []}
+    )
+    assert "while 1 busy-loop process spins" in report
+    assert "torch, FPS loop on 1 thread" in report and "busy median ms" in report
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"contention": -1}, "contention must be at least 0"), ({"sections": ("sade",), "contention": 1}, "tokenizer")],
+)
+def test_bad_contention_settings_are_benchmark_errors(overrides, message):
+    with pytest.raises(BenchmarkError, match=message):
+        BenchmarkSettings(**overrides).check()

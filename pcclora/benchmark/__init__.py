@@ -12,7 +12,9 @@ What :func:`run_benchmark` measures (``tools/benchmark.py`` is its command line)
   set size; CUDA: ``max_memory_allocated``).
 - ``infer``: forward latency (eval, inference mode) of the plain backbone, CLoRA with un-merged
   adapters and CLoRA after ``merge_adapters``, round-robin as well.
-- ``tokenizer``: FPS + kNN grouping per available backend.
+- ``tokenizer``: FPS + kNN grouping per available backend, and the torch backend with its FPS
+  loop pinned to one thread and to all of them; with ``--contention N`` all of it a second time
+  while N busy-loop processes spin, so that quiet and busy figures come from one run.
 - ``sade``: the SADE regulariser through r×r Gram matrices (``pcclora.sade_loss``) against the
   dense O(p²·d³) reference from the same D, Q, U (``pcclora.peft.sade.sade_loss_dense``): FLOPs
   (counted with ``FlopCounterMode`` and analytically), time and value.
@@ -22,8 +24,9 @@ and :func:`format_report` prints everything as tables.  Timings are never assert
 
 The modules, one job each: :mod:`.settings` (what to measure, at which size),
 :mod:`.steps` (batch, models, optimizer, one training step), :mod:`.lean_path` (what a training
-step keeps), :mod:`.memory` (peak memory in a fresh process), :mod:`.sections` (one function per
-section, :func:`run_benchmark`), :mod:`.targets`, :mod:`.report`.
+step keeps), :mod:`.memory` (peak memory in a fresh process), :mod:`.contention` (busy-loop processes),
+:mod:`.sections` (one function per section, :func:`run_benchmark`), :mod:`.targets`,
+:mod:`.report`.
 """
 
 from .report import format_report

@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from backbones.tokenizer import BACKENDS, available_backends, group_points
+from backbones.tokenizer import BACKENDS, FPS_THREADS, available_backends, group_points
 from pcclora.peft import merge_adapters, sade_loss
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 from pcclora.profiling.latency import forward_times, round_robin_times
 
+from .contention import busy_processes
 from .lean_path import lean_path_report
 from .memory import LIVE_MALLOC_ENV, measure_in_fresh_process
 from .settings import SECTIONS, BenchmarkSettings
@@ -98,23 +99,55 @@ def bench_inference(settings: BenchmarkSettings) -> dict[str, Any]:
 
 
 def bench_tokenizer(settings: BenchmarkSettings) -> dict[str, Any]:
-    """FPS + kNN grouping time per backend at the model's G and k (unavailable ones say so)."""
+    """FPS + kNN grouping time per backend at the model's G and k (unavailable ones say so).
+
+    On a CPU with several threads the torch backend is also timed with its FPS loop pinned to
+    one thread and to all of them (``torch_threads``; the plain ``torch`` figure chooses between
+    the two while it runs, :mod:`backbones.threads`). With ``settings.contention`` > 0 everything
+    is timed a second time while that many busy-loop processes spin (``contended``), so quiet and
+    busy figures come from one run.
+
+    Returns:
+        ``torch`` and ``pytorch3d`` (``available`` and a timing summary, or a ``note``),
+        ``torch_threads`` (``{"1": summary, "<threads>": summary}``, CPU with several threads
+        only) and, with contention, ``contended`` holding the same keys and ``busy_processes``.
+    """
     points, _ = synthetic_batch(settings)
     usable = available_backends()
     num_group, group_size = settings.model["num_group"], settings.model["group_size"]
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         backend: (lambda b=backend: group_points(points, num_group, group_size, backend=b))
         for backend in BACKENDS
         if backend in usable
     }
-    times = round_robin_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
-    result: dict[str, Any] = {}
-    for backend in BACKENDS:
-        if backend in times:
-            result[backend] = {"available": True, **timing_summary(times[backend])}
-        else:
-            result[backend] = {"available": False, "note": f"{backend} is not importable here"}
+    threads = torch.get_num_threads()
+    pinned = (1, threads) if settings.device == "cpu" and threads > 1 else ()
+    for count in pinned:
+        calls[f"torch_threads/{count}"] = lambda c=count: _grouping_on_threads(points, num_group, group_size, c)
+
+    def measure() -> dict[str, Any]:
+        times = round_robin_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
+        figures: dict[str, Any] = {}
+        for backend in BACKENDS:
+            if backend in times:
+                figures[backend] = {"available": True, **timing_summary(times[backend])}
+            else:
+                figures[backend] = {"available": False, "note": f"{backend} is not importable here"}
+        if pinned:
+            figures["torch_threads"] = {str(c): timing_summary(times[f"torch_threads/{c}"]) for c in pinned}
+        return figures
+
+    result = measure()
+    if settings.contention:
+        with busy_processes(settings.contention):
+            result["contended"] = {"busy_processes": settings.contention, **measure()}
     return result
+
+
+def _grouping_on_threads(points: torch.Tensor, num_group: int, group_size: int, threads: int) -> Any:
+    """``group_points`` (torch backend) with its FPS loop pinned to ``threads`` intra-op threads."""
+    with FPS_THREADS.pinned(threads):
+        return group_points(points, num_group, group_size, backend="torch")
 
 
 def _count_flops(fn: Callable[[], Any]) -> int:

@@ -59,6 +59,8 @@ class BenchmarkSettings:
         threads: ``torch.set_num_threads`` value (``None``: leave torch's default).
         memory_steps: training steps each memory subprocess runs (≥ 2, so that AdamW state exists).
         seed: seed of the models, the data and the random adapter values.
+        contention: busy-loop processes (one core each) that spin while the ``tokenizer``
+            section measures a second time; 0: quiet figures only.
     """
 
     device: str = "cpu"
@@ -75,6 +77,7 @@ class BenchmarkSettings:
     threads: int | None = None
     memory_steps: int = 2
     seed: int = 0
+    contention: int = 0
 
     def check(self) -> None:
         """Raise :class:`BenchmarkError` for settings that cannot run."""
@@ -97,5 +100,12 @@ class BenchmarkSettings:
             raise BenchmarkError(f"infer_repeats must be at least 1, got {self.infer_repeats}")
         if self.warmup < 0:
             raise BenchmarkError(f"warmup must be at least 0, got {self.warmup}")
+        if self.contention < 0:
+            raise BenchmarkError(f"contention must be at least 0 (busy processes), got {self.contention}")
+        if self.contention and "tokenizer" not in self.sections:
+            raise BenchmarkError(
+                "--contention applies to the tokenizer section, which is not selected; add it "
+                "(--only tokenizer ...) or leave --contention out"
+            )
         if self.threads is not None and self.threads < 1:
             raise BenchmarkError(f"threads must be at least 1 (or left out for torch's default), got {self.threads}")

@@ -7,6 +7,7 @@ same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what ea
     python tools/benchmark.py --threads 2
     python tools/benchmark.py --device cuda --json > bench.json
     python tools/benchmark.py --only sade tokenizer
+    python tools/benchmark.py --only tokenizer --contention 1 --repeats 21
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--contention",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time the tokenizer section a second time while N busy-loop processes (one core "
+        "each) spin, to show quiet and busy figures side by side (default: 0, quiet only)",
+    )
     return parser
 
 
@@ -98,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sade_weight=args.sade_weight,
             threads=args.threads,
             seed=args.seed,
+            contention=args.contention,
         )
         progress = lambda section: print(f"[benchmark] {section} ...", file=sys.stderr, flush=True)  # noqa: E731
         results = run_benchmark(settings, progress=progress)
