@@ -156,7 +156,7 @@ def test_test_tool_path_reproduces_the_logged_accuracy_and_votes(finished_run, t
     assert result["oa"] == pytest.approx(summary["last_oa"])
     assert result["macc"] == pytest.approx(summary["last_macc"])
     assert result["vote_oa"] == pytest.approx(summary["vote_oa"])  # same seed, same votes
-    assert torch.load(tmp_path / "m.pth").keys() == {"base_model"}
+    assert torch.load(tmp_path / "m.pth").keys() == {"base_model", "pcclora_model"}  # + how to rebuild it
 
 
 def test_damaged_or_incomplete_run_checkpoints_are_one_checkpoint_error(finished_run, tmp_path):
