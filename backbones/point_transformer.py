@@ -1,4 +1,4 @@
-"""The plain point-patch transformer classifier that Point-MAE and Point-BERT share.
+"""The plain point-patch transformer classifier that Point-MAE, Point-BERT, ACT and ReCon share.
 
 Pipeline (docs/formats.md), for a cloud (B, N, 3):
 
@@ -9,7 +9,9 @@ Pipeline (docs/formats.md), for a cloud (B, N, 3):
 4. ``blocks``: pre-norm transformer, position added before every block; final ``norm``.
 5. Pooled feature concat[cls token, max over patch tokens] (B, 2·trans_dim) → ``cls_head_finetune``.
 
-Subclasses choose the head and whether tokens are projected (``reduce_dim``).
+Subclasses choose the head, whether tokens are projected (``reduce_dim``, :meth:`project_tokens`),
+the learned tokens in front of the patch tokens (:meth:`prefix_tokens`; ReCon adds two) and the
+pooling (:meth:`pool`), and may replace ``blocks`` by any module called as ``blocks(x, pos)``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from .tokenizer import Group, check_points
 
 
 class PointPatchTransformer(nn.Module):
-    """Base class; see :class:`backbones.PointMAE` and :class:`backbones.PointBERT`.
+    """Base class; see :class:`backbones.PointMAE`, :class:`backbones.PointBERT`, :class:`backbones.ACT`
+    and :class:`backbones.ReCon`.
 
     Args:
         num_classes: C, outputs of the head.
@@ -52,6 +55,9 @@ class PointPatchTransformer(nn.Module):
     patch_embedding_names: ClassVar[tuple[str, ...]] = ("encoder", "pos_embed")
     #: The official default sizes, overridable by keyword (official config names).
     default_config: ClassVar[dict[str, Any]] = {}
+    #: Learned tokens in front of the patch tokens: the cls token (ReCon adds its image and text
+    #: queries, :meth:`prefix_tokens`); :meth:`pool` max-pools the tokens after them.
+    num_prefix_tokens: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -102,14 +108,15 @@ class PointPatchTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, trans_dim))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, trans_dim))
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, trans_dim))
-        self.blocks = TransformerEncoder(
-            trans_dim,
-            num_heads,
-            linear_drop_path_rates(drop_path_rate, depth),
-            mlp_ratio=mlp_ratio,
-            fused_attention=fused_attention,
-        )
+        self.blocks = self.build_blocks(linear_drop_path_rates(drop_path_rate, depth), mlp_ratio, fused_attention)
         self.norm = nn.LayerNorm(trans_dim)
+
+    def build_blocks(self, drop_path_rates: list[float], mlp_ratio: float, fused_attention: bool) -> nn.Module:
+        """The transformer, called as ``blocks(x, pos)``: a :class:`TransformerEncoder` of
+        ``len(drop_path_rates)`` blocks of width ``trans_dim`` (ReCon builds its own)."""
+        return TransformerEncoder(
+            self.trans_dim, self.num_heads, drop_path_rates, mlp_ratio=mlp_ratio, fused_attention=fused_attention
+        )
 
     def _init_backbone_weights(self) -> None:
         """Initialise everything but the head as the official models do from scratch.
@@ -153,17 +160,17 @@ class PointPatchTransformer(nn.Module):
     def check_input(self, points: torch.Tensor) -> None:
         """Raise :class:`InputShapeError` unless ``points`` is a finite float (B, N, 3) cloud that is
         large enough for ``num_group`` centres and ``group_size`` neighbours."""
-        check_points(points)
-        num_points = points.shape[1]
-        for what, need in (("num_group", self.num_group), ("group_size", self.group_size)):
-            if num_points < need:
-                raise InputShapeError(
-                    f"the clouds have {num_points} points but this model's {what} is {need}: give at "
-                    f"least {need} points per cloud or build the model with a smaller {what}"
-                )
-        if not torch.isfinite(points).all():
-            bad = int((~torch.isfinite(points)).sum())
-            raise InputShapeError(f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first")
+        check_cloud(points, self.num_group, self.group_size)
+
+    def prefix_tokens(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned tokens put before the patch tokens and their positions, each
+        (B, ``num_prefix_tokens``, trans_dim): here ``cls_token`` with ``cls_pos``."""
+        return self.cls_token.expand(batch, -1, -1), self.cls_pos.expand(batch, -1, -1)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens (B, T, C) → the pooled feature: concat[cls token, max over the tokens
+        after the prefix] (B, 2·C)."""
+        return torch.cat([x[:, 0], x[:, self.num_prefix_tokens :].amax(dim=1)], dim=-1)
 
     def forward_features(self, points: torch.Tensor) -> torch.Tensor:
         """Pooled feature: points (B, N, 3) → (B, 2·trans_dim) = concat[cls token, max over patches]."""
@@ -175,11 +182,10 @@ class PointPatchTransformer(nn.Module):
                 tokens, pos = self.embed_patches(points)
         else:
             tokens, pos = self.embed_patches(points)
-        batch = tokens.shape[0]
-        x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
-        pos = torch.cat([self.cls_pos.expand(batch, -1, -1), pos], dim=1)
-        x = self.norm(self.blocks(x, pos))
-        return torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)
+        prefix, prefix_pos = self.prefix_tokens(tokens.shape[0])
+        x = torch.cat([prefix, tokens], dim=1)
+        pos = torch.cat([prefix_pos, pos], dim=1)
+        return self.pool(self.norm(self.blocks(x, pos)))
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """Class logits: points (B, N, 3) → (B, num_classes)."""
@@ -196,6 +202,22 @@ class PointPatchTransformer(nn.Module):
             f"num_heads={self.num_heads}, num_group={self.num_group}, group_size={self.group_size}, "
             f"encoder_dims={self.encoder_dims}, drop_path_rate={self.drop_path_rate}"
         )
+
+
+def check_cloud(points: torch.Tensor, num_group: int, group_size: int) -> None:
+    """Raise :class:`InputShapeError` unless ``points`` is a finite float (B, N, 3) cloud with at
+    least ``num_group`` and ``group_size`` points."""
+    check_points(points)
+    num_points = points.shape[1]
+    for what, need in (("num_group", num_group), ("group_size", group_size)):
+        if num_points < need:
+            raise InputShapeError(
+                f"the clouds have {num_points} points but this model's {what} is {need}: give at "
+                f"least {need} points per cloud or build the model with a smaller {what}"
+            )
+    if not torch.isfinite(points).all():
+        bad = int((~torch.isfinite(points)).sum())
+        raise InputShapeError(f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first")
 
 
 def _check_sizes(**sizes: int) -> None:
