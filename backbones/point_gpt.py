@@ -117,6 +117,17 @@ class SinePositionEmbedding(nn.Module):
         return f"n_dim={self.n_dim}, d_model={self.d_model}, temperature={self.temperature}"
 
 
+class FusedInProjection(nn.Module):
+    """``F.linear`` with weights held by its parent (the official ``in_proj_weight`` is a parameter
+    of the attention, not a Linear module): a module only so that compute counters see a linear
+    layer here (``counts_as_linear``); it has no parameters and no state-dict entries."""
+
+    counts_as_linear = True
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+
 class GPTAttention(nn.Module):
     """Self-attention with ``nn.MultiheadAttention``'s parameters (``in_proj_weight`` (3E, E),
     ``in_proj_bias`` (3E), ``out_proj``), batch-first, optionally causal.
@@ -133,6 +144,7 @@ class GPTAttention(nn.Module):
         self.fused = fused
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.in_proj = FusedInProjection()
         self.out_proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's initialisation
         nn.init.zeros_(self.out_proj.bias)
@@ -140,7 +152,7 @@ class GPTAttention(nn.Module):
     def forward(self, x: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """(B, T, E) → (B, T, E); ``causal``: token i attends to tokens 0 … i."""
         batch, tokens, width = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = self.in_proj(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.fused:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pcclora.cli.common import INTERRUPTED_EXIT, add_config_arguments, run_tool
+from pcclora.cli.common import INTERRUPTED_EXIT, add_config_arguments, echo_translation, run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cfg is None:
         raise ConfigError("--cfg is required (e.g. --cfg demo.yaml or --cfg scanobjectnn_hardest.yaml)")
     else:
-        config = load_config(args.cfg, args.overrides)
+        config = load_config(args.cfg, args.overrides, echo=echo_translation)
     if args.ckpt is not None:
         config["backbone"]["checkpoint"] = args.ckpt
     if args.data_root is not None:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 
 from backbones.errors import ConfigError
-from pcclora.cli.common import run_tool
+from pcclora.cli.common import echo_translation, run_tool
 from pcclora.config import load_config
 from pcclora.device import resolve_device
 from pcclora.peft import PEFT_METHODS
@@ -90,7 +90,7 @@ def report_text(args: argparse.Namespace) -> str:
             f"need --warmup >= 0, --repeats >= 1 and batch sizes >= 1, got --warmup {args.warmup} "
             f"--repeats {args.repeats} --batch-sizes {' '.join(map(str, args.batch_sizes))}"
         )
-    config = load_config(args.cfg, args.overrides)
+    config = load_config(args.cfg, args.overrides, echo=echo_translation)
     device = resolve_device(args.device, allow_auto=False)
     methods = list(dict.fromkeys(args.method))
     backbone = build_backbone(config)

@@ -20,7 +20,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from pcclora.cli.common import add_config_arguments, run_tool
+from pcclora.cli.common import add_config_arguments, echo_translation, run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.votes < 0:
         raise ConfigError(f"--votes must be >= 0, got {args.votes}")
-    config = load_config(args.cfg, args.overrides) if args.cfg is not None else None
+    config = load_config(args.cfg, args.overrides, echo=echo_translation) if args.cfg is not None else None
     result = evaluate_checkpoint(
         args.ckpt,
         config=config,

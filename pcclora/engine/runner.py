@@ -237,7 +237,7 @@ def _prepare(
     log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
     model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
     counts = _log_model(model, config, data, context, log_early)  # a failing profile forward writes nothing
-    optimizer = build_optimizer(model, config["optimizer"])
+    optimizer = build_optimizer(model, config["optimizer"], training["cls_lr_scale"])
     schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
     for line in describe_schedule(schedule, training["max_epoch"]):
         log_early(line)
