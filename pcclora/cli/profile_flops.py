@@ -8,7 +8,8 @@ with random weights (the counts do not depend on them) and profiled at batch 1 a
 ``dataset.npoints``: total and trainable parameters, conv+linear MACs (the "GFLOPs" of the
 published tables), MACs with attention (fvcore's convention), FLOPs (2 per multiply-add), for the
 training-time model and, for adapter methods, the merged inference model.  The published figures
-of other point-cloud PEFT methods follow, labelled "published".  Latency and throughput are
+of the profiled backbone follow, labelled "published" (for Point-MAE: the other point-cloud PEFT
+methods; for ACT, ReCon and PointGPT: the whole model as its paper reports it).  Latency and throughput are
 measured on --device at batch 1 and 32 unless --no-latency.
 """
 
@@ -104,7 +105,7 @@ def report_text(args: argparse.Namespace) -> str:
         f"{config['name']}: {config['backbone']['name']}, {npoints} points, {backbone.num_group} groups × "
         f"{backbone.group_size}, batch 1, random weights (counts do not depend on them); "
         f"peft: rank {peft['rank']}, num_bases {peft['num_bases']}",
-        report.compute_table(profiles, published=args.published),
+        report.compute_table(profiles, published=args.published, backbone=config["backbone"]["name"]),
         report.tokenizer_line(tokenizer_estimate_for(config, backbone)),
         report.breakdown_lines(profiles),
     ]
