@@ -457,3 +457,28 @@ def test_atomic_save_leaves_the_previous_file_when_writing_fails(tmp_path, monke
     monkeypatch.undo()
     assert torch.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
+
+
+@pytest.mark.parametrize("folder_existed", [False, True])
+def test_ctrl_c_in_epoch_0_says_there_is_nothing_to_resume_and_leaves_no_half_made_run(
+    scan_root, tmp_path, monkeypatch, tiny_config, capsys, folder_existed
+):
+    def interrupted_epoch(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    output = tmp_path / "run"
+    if folder_existed:
+        output.mkdir()
+        (output / "notes.txt").write_text("mine")
+    summary = finetune(tiny_config("scanobjectnn_hardest", scan_root), output=output)
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 0
+    printed = capsys.readouterr().out
+    assert "before any epoch finished: there is nothing to resume" in printed and "--resume" not in printed
+    if folder_existed:
+        assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]
+        assert f"the run's files were removed from {output}" in printed
+    else:
+        assert not output.exists() and f"the run folder {output} was removed" in printed
+    monkeypatch.undo()
+    assert finetune(tiny_config("scanobjectnn_hardest", scan_root), output=output)["status"] == "finished"

@@ -287,6 +287,7 @@ class RunFolderClaim:
         self.overwrite = overwrite
         self.lock = RunFolderLock(self.root)
         self._created: list[Path] = []
+        self._made: list[Path] = []  # the folders this run created, kept after commit for discard()
         self._earlier: list[str] = []
 
     def open(self) -> RunFolderClaim:
@@ -319,7 +320,7 @@ class RunFolderClaim:
 
     def commit(self) -> list[str]:
         """Clear the way for the run's files; returns what was removed, as log lines."""
-        self._created = []
+        self._made, self._created = self._created, []
         messages = []
         if self._earlier and self.overwrite and not self.resuming:
             remove_earlier_run(self.root)
@@ -333,6 +334,33 @@ class RunFolderClaim:
     def release(self) -> None:
         """End the claim: release the lock (the run's files stay)."""
         self.lock.release()
+
+    def discard(self) -> str:
+        """Remove what a new run wrote, when it ended before any epoch was saved; says what it did.
+
+        The run's files go, and so do the folders the run created when nothing else is left in
+        them; other files in the folder stay. Call before :meth:`release`.
+        """
+        remove_earlier_run(self.root)
+        removed = []
+        for folder in reversed(self._made):
+            try:
+                folder.rmdir() if folder != self.root else _remove_run_root(folder, self.lock.path)
+            except OSError:  # someone else's files are there: keep the folder
+                break
+            removed.append(folder)
+        self._made = []
+        if self.root in removed:
+            return f"the run folder {self.root} was removed"
+        return f"the run's files were removed from {self.root}"
+
+
+def _remove_run_root(root: Path, lock_path: Path) -> None:
+    """Remove ``root`` when it holds nothing but the lock file (still held by this process)."""
+    if any(entry != lock_path for entry in root.iterdir()):
+        raise OSError(f"{root} is not empty")
+    lock_path.unlink(missing_ok=True)
+    root.rmdir()
 
 
 def _read_pid(handle: int) -> str | None:

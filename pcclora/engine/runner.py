@@ -398,6 +398,18 @@ def _run(
             run.log(f"exported the merged model (official fine-tuned layout) to {path}")
     except KeyboardInterrupt:
         status = "interrupted"
+        if not history and resume is None:  # nothing to resume: leave no half-made run behind
+            run.close()
+            removed = claim.discard() if claim is not None else "nothing was written"
+            if context.is_main:
+                print(
+                    f"interrupted during epoch {epoch}, before any epoch finished: there is nothing to resume; "
+                    f"{removed}",
+                    flush=True,
+                )
+            return build_summary(
+                config, history, num_classes, counts, status, str(root), None, time.perf_counter() - started
+            )
         run.log(_interrupted_message(phase, epoch, history, run))
     except NonFiniteError as error:
         status = f"stopped: non-finite {stage}"
@@ -466,12 +478,10 @@ def _sigint_held() -> Iterator[None]:
 
 
 def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], run: RunFolder) -> str:
-    """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists)."""
-    if not history:
-        return (
-            f"interrupted during epoch {epoch}: no epoch finished, so no checkpoint was written; start the run "
-            "again with the same command and --overwrite"
-        )
+    """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists).
+
+    Only for runs with a saved epoch: a new run interrupted before it has one is removed instead.
+    """
     saved = history[-1]["epoch"]
     if phase != "epoch":
         what = f"interrupted during the {phase}"
