@@ -369,6 +369,7 @@ _RUN_NUMBER_BOUNDS = (
     ("training.num_workers", 0, True, None),
     ("training.grad_clip", 0, True, None),
     ("training.vote", 0, True, None),
+    ("training.progress_interval", 0, True, None),
     ("training.label_smoothing", 0, True, None),
     ("optimizer.lr", 0, False, MAX_LEARNING_RATE),
     ("optimizer.weight_decay", 0, True, None),

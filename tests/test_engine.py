@@ -157,6 +157,20 @@ def test_test_tool_path_reproduces_the_logged_accuracy_and_votes(finished_run, t
     assert result["macc"] == pytest.approx(summary["last_macc"])
     assert result["vote_oa"] == pytest.approx(summary["vote_oa"])  # same seed, same votes
     assert torch.load(tmp_path / "m.pth").keys() == {"base_model", "pcclora_model"}  # + how to rebuild it
+    per_class = result["per_class"]
+    assert len(per_class) == 15 and sum(row["samples"] for row in per_class) == result["num_samples"]
+    assert per_class[0]["class"] == "bag"
+    tested = [row for row in per_class if row["samples"]]
+    correct = sum(row["accuracy"] * row["samples"] / 100 for row in tested)
+    assert correct / result["num_samples"] * 100 == pytest.approx(result["oa"])
+
+
+def test_summary_records_where_and_with_what_the_run_ran(finished_run):
+    _, _, summary = finished_run
+    origin = summary["provenance"]
+    assert origin["pcclora_version"] == pcclora.__version__ and origin["torch_version"] == torch.__version__
+    assert origin["started_utc"].endswith("+00:00") and origin["host"]
+    assert origin["git_commit"] is None or len(origin["git_commit"].split("+")[0]) == 40
 
 
 def test_damaged_or_incomplete_run_checkpoints_are_one_checkpoint_error(finished_run, tmp_path):

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from backbones.checkpoint import MODEL_INFO_KEY, stored_model_info
 from backbones.errors import CheckpointError, ConfigError, NonFiniteError
@@ -46,6 +45,7 @@ from pcclora.engine.metrics import Accuracy
 from pcclora.engine.model import backbone_checkpoint_path, build_model, describe_trainable, load_official_model, unwrap
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_confusion, plot_curves
+from pcclora.engine.progress import Progress
 from pcclora.engine.run_folder import (
     RunFolder,
     RunFolderClaim,
@@ -100,17 +100,12 @@ def _log_model(
     return counts
 
 
-def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
-    """A tqdm bar on the main process' console (silent when stderr is not a terminal)."""
-    bar = tqdm(
-        total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True
-    )
+def _epoch_progress(context: DistributedContext, epoch: int, total: int, interval_s: float) -> Any:
+    """The trainer's per-batch callback: a bar on a terminal, a line every ``interval_s`` otherwise."""
+    progress = Progress(f"epoch {epoch}", total, enabled=context.is_main, interval_s=interval_s)
 
     def update(index: int, num_batches: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if index + 1 == num_batches:
-            bar.close()
+        progress.update(index + 1, loss=loss)
 
     return update
 
@@ -349,7 +344,7 @@ def _run(
                 generator,
                 context,
                 epoch,
-                _progress_bar(context, epoch, len(loader)),
+                _epoch_progress(context, epoch, len(loader), training["progress_interval"]),
             )
             # An epoch is saved only when its trained tensors are finite and its evaluation gave
             # finite logits: a NaN can reach the weights in the epoch's last step before any loss shows it.
@@ -570,7 +565,8 @@ def evaluate_checkpoint(
         export: write the merged model as ``{'base_model': ...}`` here.
 
     Returns:
-        ``{"checkpoint", "method", "num_samples", "oa", "macc"}`` plus ``vote_oa``, ``vote_macc``,
+        ``{"checkpoint", "method", "num_samples", "oa", "macc", "per_class"}`` (``per_class``: one
+        ``{"class", "samples", "accuracy"}`` per class) plus ``vote_oa``, ``vote_macc``,
         ``votes`` when voting ran and ``export`` when exported.
     """
     checkpoint = read_checkpoint_file(checkpoint_path)
@@ -612,8 +608,9 @@ def evaluate_checkpoint(
         training = config["training"]
         loader = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
         npoints = config["dataset"]["npoints"]
+        progress = Progress("test", len(loader), context.is_main, training["progress_interval"])
         try:
-            accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+            accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"], progress)
         except NonFiniteError as error:
             raise NonFiniteError(
                 f"checkpoint {checkpoint_path}: {error}; an evaluation with non-finite logits is not a score; "
@@ -625,6 +622,7 @@ def evaluate_checkpoint(
             "num_samples": len(data.test),
             "oa": accuracy.overall,
             "macc": accuracy.mean_class,
+            "per_class": accuracy.per_class(list(data.class_names)),
         }
         if run_checkpoint:
             result["epoch"] = checkpoint["epoch"]

@@ -5,8 +5,56 @@ Written as ``summary.json`` and printed as one line at the end of every run, fin
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
+
+import torch
+
+from pcclora import __version__
+
+#: The repository this package runs from, when it is a git checkout (for the commit id).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_commit(root: Path = SOURCE_ROOT) -> str | None:
+    """The checkout's commit id (``+dirty`` with uncommitted changes), or None outside a checkout."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(wall_seconds: float) -> dict[str, Any]:
+    """Where and with what a run ran: versions, git commit, start time (UTC), host, command."""
+    started = datetime.now(timezone.utc) - timedelta(seconds=wall_seconds)
+    return {
+        "pcclora_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join(sys.argv),
+    }
 
 
 def best_epoch_row(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -51,6 +99,7 @@ def build_summary(
         "param_groups": dict(counts["groups"]),
         "wall_seconds": round(wall_seconds, 1),
         "run_folder": run_folder,
+        "provenance": provenance(wall_seconds),
     }
     if history:
         best = best_epoch_row(history)
