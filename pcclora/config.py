@@ -38,6 +38,14 @@ def available_configs() -> list[str]:
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
 
 
+def config_description(name: str) -> str:
+    """The first comment line of a packaged config (what it is), without the ``#``."""
+    for line in (CONFIG_DIR / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     """Find a config file.
 

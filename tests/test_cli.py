@@ -177,3 +177,10 @@ def test_two_processes_under_torchrun_with_gloo(tmp_path, tiny_overrides, write_
 
     single = evaluate_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pth")
     assert single["oa"] == pytest.approx(summary["last_oa"]) and single["macc"] == pytest.approx(summary["last_macc"])
+
+
+def test_finetune_lists_what_is_packaged(capsys):
+    code, out, _ = run_in_process("finetune", ["--list-configs", "--list-backbones", "--list-methods"], capsys)
+    assert code == 0
+    assert "scanobjectnn_hardest" in out and "Point-MAE on ScanObjectNN hardest" in out and "demo  " in out
+    assert "point_mae: trans_dim=384" in out and "clora, " in out
