@@ -24,8 +24,8 @@ from typing import Any
 
 from backbones.errors import ConfigError
 from pcclora.cli.common import run_tool
-from pcclora.engine.files import write_text_atomic
 from pcclora.config import load_config
+from pcclora.engine.files import write_text_atomic
 from pcclora.prediction import NORMALIZE_CHOICES, predict
 
 
