@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import backbones
 import pcclora
+from pcclora.engine import classification as classification_module
 from pcclora.engine import evaluate_checkpoint, finetune, load_run_for_resume
 from pcclora.engine import runner as runner_module
 from pcclora.engine.checkpoint import read_run_checkpoint, save_atomic
@@ -275,7 +276,7 @@ def test_a_huge_lr_whose_nan_reaches_the_logits_before_the_loss_never_saves_that
 def test_nan_in_the_weights_after_an_epoch_stops_the_run_before_saving_it(
     scan_root, tmp_path, monkeypatch, tiny_config
 ):
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def epoch_whose_last_step_breaks_a_weight(*args, **kwargs):
         stats = real_epoch(*args, **kwargs)
@@ -284,7 +285,7 @@ def test_nan_in_the_weights_after_an_epoch_stops_the_run_before_saving_it(
                 args[1].cls_token.fill_(math.nan)  # the core model's trained cls token
         return stats
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", epoch_whose_last_step_breaks_a_weight)
+    monkeypatch.setattr(classification_module, "train_one_epoch", epoch_whose_last_step_breaks_a_weight)
     config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"])
     with pytest.raises(NonFiniteLossError, match=r"trained tensors hold NaN or Inf after epoch 1 \(cls_token\)"):
         finetune(config, output=tmp_path)
@@ -313,7 +314,7 @@ def test_an_evaluation_with_non_finite_logits_is_an_error_not_a_score(finished_r
     loader = DataLoader(TensorDataset(torch.rand(4, 80, 3), torch.ones(4, dtype=torch.long)), batch_size=2)
     context = init_distributed("cpu")
     with pytest.raises(NonFiniteLossError, match="non-finite logits .* on 4 of 4 test samples"):
-        runner_module.evaluate(_ScriptedLogits([[math.nan, 0.0]]), loader, 64, 2, context)
+        classification_module.evaluate(_ScriptedLogits([[math.nan, 0.0]]), loader, 64, 2, context)
     augment = {"scale_low": 2 / 3, "scale_high": 1.5, "translate": 0.2}
     one_bad_vote = _ScriptedLogits([[1.0, 0.0], [math.inf, 0.0]])
     with pytest.raises(NonFiniteLossError, match="non-finite logits"):
@@ -321,18 +322,18 @@ def test_an_evaluation_with_non_finite_logits_is_an_error_not_a_score(finished_r
 
 
 def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch, tiny_config):
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def interrupted_epoch(*args, **kwargs):
         if args[7] == 1:  # the epoch argument
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", interrupted_epoch)
     config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1"])
     summary = finetune(config, output=tmp_path)
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 1
-    monkeypatch.setattr(runner_module, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", real_epoch)
     config, last = load_run_for_resume(tmp_path, [])
     assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 2
 
@@ -389,14 +390,14 @@ def test_a_real_ctrl_c_while_an_epoch_is_saved_waits_until_the_epoch_is_saved_an
 
 
 def test_ctrl_c_during_an_epoch_names_the_epoch_the_checkpoint_holds(scan_root, tmp_path, monkeypatch, tiny_config):
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def interrupted_epoch(*args, **kwargs):
         if args[7] == 2:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", interrupted_epoch)
     finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path)
     log = (tmp_path / "log.txt").read_text()
     assert (
@@ -480,7 +481,7 @@ def test_ctrl_c_in_epoch_0_says_there_is_nothing_to_resume_and_leaves_no_half_ma
     def interrupted_epoch(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", interrupted_epoch)
     output = tmp_path / "run"
     if folder_existed:
         output.mkdir()
@@ -496,3 +497,15 @@ def test_ctrl_c_in_epoch_0_says_there_is_nothing_to_resume_and_leaves_no_half_ma
         assert not output.exists() and f"the run folder {output} was removed" in printed
     monkeypatch.undo()
     assert finetune(tiny_config("scanobjectnn_hardest", scan_root), output=output)["status"] == "finished"
+
+
+def test_the_task_is_named_by_the_config_and_an_unknown_one_is_refused(scan_root, tmp_path, tiny_config):
+    from pcclora.engine.task import get_task, list_tasks
+
+    assert "classification" in list_tasks() and get_task("classification").primary.key == "test_oa"
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["task=clasification"])
+    with pytest.raises(
+        backbones.UnknownNameError, match="unknown task 'clasification' \\(did you mean 'classification'"
+    ):
+        finetune(config, output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -48,18 +48,6 @@ CHECKPOINT_FILES = ("last.pth", "best.pth")
 #: The lock file a running run holds.
 LOCK_FILE = ".lock"
 
-METRIC_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_ce",
-    "train_sade",
-    "train_acc",
-    "test_oa",
-    "test_macc",
-    "epoch_seconds",
-)
-
 
 class RunFolder:
     """Files of one fine-tuning run under ``root``."""
@@ -102,19 +90,21 @@ class RunFolder:
         """Rewrite ``metrics.csv`` from the whole history, atomically (a resumed run has one clean file)."""
         if not self.active:
             return
+        columns = metric_columns(history)
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({key: _rounded(row[key]) for key in METRIC_COLUMNS})
+            writer.writerow({key: _rounded(row.get(key, "")) for key in columns})
         write_text_atomic(self.root / "metrics.csv", text.getvalue())
 
     def add_scalars(self, row: Mapping[str, Any]) -> None:
         """One epoch's figures to TensorBoard (when installed)."""
         if self._writer is None:
             return
-        for key in METRIC_COLUMNS[1:]:
-            self._writer.add_scalar(key, row[key], row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self._writer.add_scalar(key, value, row["epoch"])
         self._writer.flush()
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
@@ -397,6 +387,11 @@ def check_export_path(path: Path | str) -> None:
             f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}"
         )
     _check_no_file_in_the_way(Path(path), Path(path).parents, "--export")
+
+
+def metric_columns(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """metrics.csv's columns: every key of the history rows, in the order they first appear."""
+    return list(dict.fromkeys(key for row in history for key in row))
 
 
 def _rounded(value: Any) -> Any:

@@ -57,9 +57,9 @@ def provenance(wall_seconds: float) -> dict[str, Any]:
     }
 
 
-def best_epoch_row(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The history row with the highest test OA (the earliest epoch among equals)."""
-    return max(history, key=lambda row: (row["test_oa"], -row["epoch"]))
+def best_epoch_row(history: Sequence[Mapping[str, Any]], key: str = "test_oa") -> Mapping[str, Any]:
+    """The history row with the highest ``key`` (the earliest epoch among equals)."""
+    return max(history, key=lambda row: (row[key], -row["epoch"]))
 
 
 def build_summary(
@@ -69,23 +69,28 @@ def build_summary(
     counts: Mapping[str, Any],
     status: str,
     run_folder: str,
-    vote: Any | None,
+    vote: Mapping[str, float] | None,
     wall_seconds: float,
+    metrics: Sequence[Any],
 ) -> dict[str, Any]:
     """The content of ``summary.json``.
 
     Args:
         config: the run's resolved config.
-        history: one row per finished epoch (``epoch``, ``test_oa``, ``test_macc``, ...).
+        history: one row per finished epoch (``epoch`` and the metrics' keys).
         num_classes: outputs of the model's head.
         counts: :func:`pcclora.count_parameters` of the model.
         status: ``"finished"``, ``"interrupted"`` or why the run stopped.
         run_folder: the run folder, as a string.
-        vote: the voting evaluation's :class:`~pcclora.engine.metrics.Accuracy`, or None.
+        vote: the voting evaluation's metrics (history keys), or None.
         wall_seconds: time since the run started.
+        metrics: the task's :class:`~pcclora.engine.task.Metric` s, the first ranking the epochs;
+            each gives ``best_<name>`` and ``last_<name>`` (and ``vote_<name>``), both of the
+            best epoch's row and of the last epoch's row.
     """
     summary: dict[str, Any] = {
         "config": config["name"],
+        "task": config["task"],
         "method": config["peft"]["method"],
         "backbone": config["backbone"]["name"],
         "backbone_checkpoint": config["backbone"]["checkpoint"],
@@ -102,30 +107,34 @@ def build_summary(
         "provenance": provenance(wall_seconds),
     }
     if history:
-        best = best_epoch_row(history)
+        best = best_epoch_row(history, metrics[0].key)
         last = history[-1]
-        summary.update(
-            best_epoch=best["epoch"],
-            best_oa=best["test_oa"],
-            best_macc=best["test_macc"],
-            last_epoch=last["epoch"],
-            last_oa=last["test_oa"],
-            last_macc=last["test_macc"],
-        )
+        summary["best_epoch"] = best["epoch"]
+        summary.update({f"best_{metric.name}": best[metric.key] for metric in metrics})
+        summary["last_epoch"] = last["epoch"]
+        summary.update({f"last_{metric.name}": last[metric.key] for metric in metrics})
     if vote is not None:
-        summary.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=config["training"]["vote"])
+        summary.update({f"vote_{metric.name}": vote[metric.key] for metric in metrics})
+        summary["votes"] = config["training"]["vote"]
     return summary
 
 
-def summary_line(summary: Mapping[str, Any], random_backbone: bool) -> str:
+def summary_line(summary: Mapping[str, Any], random_backbone: bool, metrics: Sequence[Any]) -> str:
     """The one line printed at the end of a run with at least one finished epoch."""
+    first, others = metrics[0], metrics[1:]
+
+    def figures(which: str) -> str:
+        text = f"{which} {first.label} {summary[f'{which}_{first.name}']:.2f}"
+        if others:
+            text += " (" + ", ".join(f"{m.label} {summary[f'{which}_{m.name}']:.2f}" for m in others) + ")"
+        return text
+
     line = (
-        f"summary ({summary['status']}): best OA {summary['best_oa']:.2f} (mAcc {summary['best_macc']:.2f}) at epoch "
-        f"{summary['best_epoch']}; last OA {summary['last_oa']:.2f} (mAcc {summary['last_macc']:.2f}) at epoch "
-        f"{summary['last_epoch']}"
+        f"summary ({summary['status']}): {figures('best')} at epoch {summary['best_epoch']}; "
+        f"{figures('last')} at epoch {summary['last_epoch']}"
     )
-    if "vote_oa" in summary:
-        line += f"; vote OA {summary['vote_oa']:.2f}"
+    if f"vote_{first.name}" in summary:
+        line += f"; vote {first.label} {summary[f'vote_{first.name}']:.2f}"
     line += f"; {summary['wall_seconds']:.0f}s; files in {summary['run_folder']}"
     if random_backbone:
         line += " [backbone from RANDOM weights, no pre-trained checkpoint]"
