@@ -509,3 +509,12 @@ def test_the_task_is_named_by_the_config_and_an_unknown_one_is_refused(scan_root
     ):
         finetune(config, output=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_run_files_get_the_permissions_of_any_other_file(finished_run, tmp_path):
+    output, _, _ = finished_run
+    probe = tmp_path / "probe"
+    probe.write_text("x")  # what open(path, "w") gives under this umask (0644 under the usual 022)
+    expected = probe.stat().st_mode & 0o777
+    for name in ("checkpoints/last.pth", "checkpoints/best.pth", "model_merged.pth", "metrics.csv", "summary.json"):
+        assert (output / name).stat().st_mode & 0o777 == expected, name
