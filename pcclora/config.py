@@ -59,6 +59,14 @@ def config_name(path: Path) -> str:
     return path.stem
 
 
+def config_description(name: str) -> str:
+    """The first comment line of a packaged config (what it is), without the ``#``."""
+    for line in (CONFIG_DIR / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     """Find a config file.
 
@@ -425,6 +433,7 @@ _RUN_NUMBER_BOUNDS = (
     ("training.num_workers", 0, True, None),
     ("training.grad_clip", 0, True, None),
     ("training.vote", 0, True, None),
+    ("training.progress_interval", 0, True, None),
     ("training.label_smoothing", 0, True, None),
     ("training.cls_lr_scale", 0, False, None),
     ("optimizer.lr", 0, False, MAX_LEARNING_RATE),

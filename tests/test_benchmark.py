@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -200,3 +201,22 @@ def test_tokenizer_section_times_quiet_and_busy_in_one_run():
 def test_bad_contention_settings_are_benchmark_errors(overrides, message):
     with pytest.raises(BenchmarkError, match=message):
         BenchmarkSettings(**overrides).check()
+
+
+def test_set_takes_the_same_syntax_as_the_other_tools():
+    from pcclora.cli import benchmark as tool
+
+    assert tool.parse_overrides(["backbone.depth=2", "trans_dim=32", "backbone.drop_path_rate=0"]) == {
+        "depth": 2,
+        "trans_dim": 32,
+        "drop_path_rate": 0.0,
+    }
+    for bad, message in (("training.seed=1", "KEY a backbone size"), ("backbone.depth=2.5", "needs an integer")):
+        with pytest.raises(BenchmarkError, match=message):
+            tool.parse_overrides([bad])
+
+
+def test_the_printed_report_ends_with_what_a_user_can_act_on(tiny_report):
+    report = format_report(tiny_report)
+    assert "\nTargets\n" not in report and not re.search(r"\b(met|missed|n/a)\b", report)
+    assert "Choosing a method" in report and "merge the adapters before deployment" in report

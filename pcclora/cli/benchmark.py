@@ -1,7 +1,7 @@
 """Speed and memory of full fine-tuning, linear probing, LoRA, CLoRA and CLoRA + SADE.
 
 Point-MAE at the ScanObjectNN shape (N=2048, G=128, k=32, 12 x 384) by default; batch 32 on
-CUDA, 8 on CPU.  Prints tables and the performance targets (met / missed); ``--json`` prints the
+CUDA, 8 on CPU.  Prints tables and what they mean for choosing a method; ``--json`` prints the
 same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what each figure is.
 
     python tools/benchmark.py --threads 2
@@ -16,8 +16,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from backbones.errors import ToolkitError
+from backbones.errors import ToolkitError, did_you_mean
 from pcclora.benchmark import (
     METHODS,
     POINT_MAE_SCANOBJECTNN,
@@ -28,21 +29,31 @@ from pcclora.benchmark import (
     run_benchmark,
 )
 from pcclora.cli.common import USER_ERROR_EXIT, run_tool
+from pcclora.config import parse_override
 
 
-def parse_overrides(items: list[str]) -> dict[str, int]:
-    """``["depth=2", "trans_dim=32"]`` → backbone overrides (integers, official config names)."""
-    overrides = {}
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["backbone.depth=2", "backbone.trans_dim=32"]`` -> backbone size overrides.
+
+    The same ``section.key=value`` syntax as the other tools' ``--set`` (only ``backbone.`` keys
+    apply here); the bare ``depth=2`` is accepted too. Values are numbers of the default's type.
+    """
+    overrides: dict[str, Any] = {}
+    valid = ", ".join(f"backbone.{key}" for key in POINT_MAE_SCANOBJECTNN)
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in POINT_MAE_SCANOBJECTNN:
+        path, value = parse_override(item)
+        key = path[-1]
+        if len(path) > 2 or (len(path) == 2 and path[0] != "backbone") or key not in POINT_MAE_SCANOBJECTNN:
             raise BenchmarkError(
-                f"--set takes KEY=VALUE with KEY among {', '.join(POINT_MAE_SCANOBJECTNN)}, got {item!r}"
+                f"--set takes KEY=VALUE with KEY a backbone size{did_you_mean(key, POINT_MAE_SCANOBJECTNN)}, "
+                f"got {item!r}; choose among {valid}"
             )
-        try:
-            overrides[key] = int(value)
-        except ValueError:
-            raise BenchmarkError(f"--set {key} needs an integer, got {value!r}") from None
+        default = POINT_MAE_SCANOBJECTNN[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (isinstance(default, int) and not float(value).is_integer()):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise BenchmarkError(f"--set backbone.{key} needs {kind}, got {value!r}")
+        overrides[key] = type(default)(value)
     return overrides
 
 
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="backbone size overrides, e.g. depth=2 trans_dim=32 (official config names)",
+        help="backbone sizes as in the other tools, e.g. backbone.depth=2 backbone.trans_dim=32",
     )
     parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from backbones.errors import ConfigError
-from pcclora.cli.common import echo_translation, run_tool, write_text_atomic
+from pcclora.cli.common import echo_translation, run_tool
 from pcclora.config import load_config
-from pcclora.predict import NORMALIZE_CHOICES, predict
+from pcclora.engine.files import write_text_atomic
+from pcclora.prediction import NORMALIZE_CHOICES, predict
 
 
 def build_parser() -> argparse.ArgumentParser:
