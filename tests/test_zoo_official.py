@@ -5,7 +5,10 @@ the pre-training layouts, and forward semantics checked against independent refe
 The official code needs CUDA extensions and cannot run here; the key → shape tables
 (``official_shapes`` in conftest) are written from the official model definitions, and the
 references below follow the official forward code (sequence-first ``nn.MultiheadAttention``,
-explicit masks, the official block formulas), written in this file independently of ``backbones``.
+explicit masks, the official block formulas, the token and position order, the pooling),
+written in this file independently of ``backbones``; they reuse the model's tokenizer, patch
+encoder and position embedding, which are checked on their own (patch order on hand-made
+centres, the sine formula; the mini-PointNets by the Point-MAE tests).
 Full-size PointGPT-B/L are checked on the ``meta`` device (shapes, names, layouts, strictness);
 the value copy is checked at full size on ACT, ReCon and PointGPT-S.
 """
