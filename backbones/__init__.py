@@ -1,8 +1,9 @@
-"""Backbone zoo: point-cloud tokenizer, Point-MAE, Point-BERT, ACT, ReCon, PointGPT, official checkpoints.
+"""Backbone zoo: point-cloud tokenizer, Point-MAE, Point-BERT, ACT, ReCon, PointGPT, official checkpoints,
+Point-MAE's pre-training network and the Chamfer distance.
 
 >>> import backbones
 >>> backbones.list_backbones()
-['act', 'point_bert', 'point_mae', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
+['act', 'point_bert', 'point_mae', 'point_mae_tiny', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
 >>> model = backbones.create_backbone("point_mae", num_classes=15)  # doctest: +SKIP
 
 This package is the foundation of the toolkit: every other package may import it. Its public names
@@ -37,6 +38,8 @@ _EXPORTS = {
     "PointGPTL": "point_gpt",
     "PointGPTS": "point_gpt",
     "PointMAE": "point_mae",
+    "PointMAEPretrainer": "point_mae_pretrain",
+    "PointMAETiny": "point_mae",
     "PointPatchTransformer": "point_transformer",
     "ReCon": "recon",
     "StateError": "errors",
@@ -45,16 +48,23 @@ _EXPORTS = {
     "UnknownNameError": "errors",
     "backbone_defaults": "registry",
     "backbone_target_modules": "registry",
+    "chamfer_distance": "chamfer",
+    "chamfer_l1": "chamfer",
+    "chamfer_l2": "chamfer",
     "checkpoint_filter_fn": "checkpoint",
     "create_backbone": "registry",
+    "create_pretrainer": "registry",
     "farthest_point_sample": "tokenizer",
     "gather_points": "tokenizer",
     "group_points": "tokenizer",
     "knn_query": "tokenizer",
     "list_backbones": "registry",
+    "list_pretrainers": "registry",
     "load_checkpoint": "checkpoint",
     "read_checkpoint": "checkpoint",
+    "pretrainer_defaults": "registry",
     "register_backbone": "registry",
+    "register_pretrainer": "registry",
 }
 
 __all__ = sorted(_EXPORTS)
