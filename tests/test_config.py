@@ -27,7 +27,9 @@ OFFICIAL_SETTINGS = {
 
 
 def test_every_packaged_config_is_listed_and_loads_with_the_official_settings():
-    assert set(OFFICIAL_SETTINGS) | {"demo"} == set(available_configs())
+    assert set(OFFICIAL_SETTINGS) | {"demo", "pretrain_shapenet55", "pretrain_tiny_synthetic"} == set(
+        available_configs()
+    )  # the pre-training configs are checked in test_pretraining.py
     for name, (backbone, npoints, groups, encoder_dims, max_epoch, smoothing) in OFFICIAL_SETTINGS.items():
         config = load_config(name)
         assert config["name"] == name

@@ -16,30 +16,12 @@ from datasets import ShapeNet55Dataset, build_dataset, get_dataset_spec, make_sy
 from datasets.shapenet55 import pc_norm
 
 REPO = Path(__file__).resolve().parents[1]
-TAXONOMIES = ("02691156", "03001627", "04379243")
 
 
-def write_shapenet55(root: Path, per_split: dict[str, int] | None = None, num_points: int = 300) -> Path:
-    """``root/ShapeNet-55/{train,test}.txt`` and ``root/shapenet_pc/<taxonomy>-<model>.npy``."""
-    per_split = per_split or {"train": 6, "test": 3}
-    rng = np.random.default_rng(0)
-    (root / "ShapeNet-55").mkdir(parents=True)
-    (root / "shapenet_pc").mkdir()
-    for split, count in per_split.items():
-        names = []
-        for index in range(count):
-            name = f"{TAXONOMIES[index % 3]}-{split}{index:04x}abc.npy"
-            cloud = rng.normal(size=(num_points, 3)) * [1.0, 2.0, 0.5] + [3.0, -1.0, 0.5]
-            np.save(root / "shapenet_pc" / name, cloud.astype(np.float32))
-            names.append(name)
-        (root / "ShapeNet-55" / f"{split}.txt").write_text("\n".join(names) + "\n")
-    return root
-
-
-def test_items_are_random_subsets_normalised_as_the_official_pc_norm(tmp_path):
-    root = write_shapenet55(tmp_path / "ShapeNet55-34")
+def test_items_are_random_subsets_normalised_as_the_official_pc_norm(tmp_path, write_shapenet55):
+    root = write_shapenet55(tmp_path / "ShapeNet55-34", 6, 3, 300)
     train = build_dataset("shapenet55", root, "train", npoints=64)
-    assert len(train) == 6 and train.num_classes == 3 and train.class_names == list(TAXONOMIES)
+    assert len(train) == 6 and train.num_classes == 3 and train.class_names == ["02691156", "03001627", "04379243"]
     stored = np.load(train.path(4))
     torch.manual_seed(0)
     cloud, label = train[4]
@@ -56,8 +38,8 @@ def test_items_are_random_subsets_normalised_as_the_official_pc_norm(tmp_path):
     assert torch.equal(test[2][0], test[2][0])  # a fixed draw per item for the test split
 
 
-def test_the_root_may_be_the_parent_or_the_list_folder(tmp_path):
-    write_shapenet55(tmp_path / "data" / "ShapeNet55-34")
+def test_the_root_may_be_the_parent_or_the_list_folder(tmp_path, write_shapenet55):
+    write_shapenet55(tmp_path / "data" / "ShapeNet55-34", 6, 3, 300)
     for root in (tmp_path / "data", tmp_path / "data" / "ShapeNet55-34" / "ShapeNet-55"):
         assert len(ShapeNet55Dataset(root, "test", npoints=10)) == 3
 
@@ -73,8 +55,8 @@ def test_a_missing_root_names_the_layout_and_the_source(tmp_path):
         build_dataset("shapenet55", tmp_path / "nope", "train")
 
 
-def test_layout_errors_name_the_file(tmp_path):
-    root = write_shapenet55(tmp_path / "s")
+def test_layout_errors_name_the_file(tmp_path, write_shapenet55):
+    root = write_shapenet55(tmp_path / "s", 6, 3, 300)
     (root / "ShapeNet-55" / "test.txt").write_text("02691156-good.npy\nbad line\n")
     with pytest.raises(DataError, match=r"test\.txt: line 2 'bad line' is not a file name"):
         ShapeNet55Dataset(root, "test")
@@ -98,8 +80,8 @@ def test_layout_errors_name_the_file(tmp_path):
         ("nan", "NaN or Inf"),
     ],
 )
-def test_damaged_cloud_files_are_one_error_naming_the_file(tmp_path, content, message):
-    root = write_shapenet55(tmp_path / "s")
+def test_damaged_cloud_files_are_one_error_naming_the_file(tmp_path, content, message, write_shapenet55):
+    root = write_shapenet55(tmp_path / "s", 6, 3, 300)
     dataset = ShapeNet55Dataset(root, "train", npoints=16)
     path = dataset.path(3)
     if content is None:
