@@ -33,7 +33,7 @@ DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
 BASE_KEY = "_base_"
 PEFT_SECTION = "peft"
 #: Keys of the ``backbone:`` section that are not model sizes.
-BACKBONE_KEYS = ("name", "checkpoint", "num_classes")
+BACKBONE_KEYS = ("name", "checkpoint", "pretrained", "num_classes")
 
 
 def available_configs() -> list[str]:

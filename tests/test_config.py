@@ -27,7 +27,8 @@ OFFICIAL_SETTINGS = {
 
 
 def test_every_packaged_config_is_listed_and_loads_with_the_official_settings():
-    assert set(OFFICIAL_SETTINGS) | {"demo", "pretrain_shapenet55", "pretrain_tiny_synthetic"} == set(
+    packaged = {"demo", "pretrain_shapenet55", "pretrain_tiny_synthetic", "transfer_tiny_synthetic"}
+    assert set(OFFICIAL_SETTINGS) | packaged == set(
         available_configs()
     )  # the pre-training configs are checked in test_pretraining.py
     for name, (backbone, npoints, groups, encoder_dims, max_epoch, smoothing) in OFFICIAL_SETTINGS.items():

@@ -190,7 +190,12 @@ class PretrainingTask(Task):
         checkpoint = backbone_checkpoint_path(config["backbone"]["checkpoint"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(config["training"]["seed"], MODEL_INIT_STREAM))
-            model = create_pretrainer(config["backbone"]["name"], checkpoint=checkpoint, **pretrainer_options(config))
+            model = create_pretrainer(
+                config["backbone"]["name"],
+                checkpoint=checkpoint,
+                pretrained=bool(config["backbone"]["pretrained"]),
+                **pretrainer_options(config),
+            )
         if model.checkpoint_report is None:
             log("pre-training from random initial weights (official initialisation)")
         else:

@@ -39,7 +39,7 @@ from pcclora.engine.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from pcclora.engine.model import backbone_checkpoint_path, describe_trainable
+from pcclora.engine.model import backbone_checkpoint_path, describe_trainable, starts_from_random_weights
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_curves
 from pcclora.engine.progress import Progress
@@ -541,7 +541,7 @@ def _finish(
         evaluated = evaluated_rows(history, task.primary.key)
         task.final_figures(run.root, last_evaluation, data, num_classes, evaluated[-1]["epoch"])
     if history:
-        random_backbone = task.warn_random_backbone and not config["backbone"]["checkpoint"]
+        random_backbone = task.warn_random_backbone and starts_from_random_weights(config)
         run.log(summary_line(summary, random_backbone, task.metrics))
     run.close()
     return summary

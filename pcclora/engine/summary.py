@@ -100,6 +100,7 @@ def build_summary(
         "method": config["peft"]["method"],
         "backbone": config["backbone"]["name"],
         "backbone_checkpoint": config["backbone"]["checkpoint"],
+        "backbone_pretrained": bool(config["backbone"].get("pretrained")),
         "dataset": config["dataset"]["name"],
         "seed": config["training"]["seed"],
         "status": status,
