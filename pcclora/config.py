@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from backbones.errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_message
-from pcclora.peft import resolve_peft_config
+from pcclora.peft import PEFT_METHODS, resolve_peft_config
+from pcclora.peft.config import peft_schema
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
@@ -117,9 +118,10 @@ _ANY_NUMBER_KEYS = frozenset({"peft.alpha"})
 
 
 def _defaults() -> dict[str, Any]:
-    """``defaults.yaml`` with the ``peft`` block's defaults filled in: the schema of every value."""
+    """``defaults.yaml`` with every key of the ``peft`` block (common keys and each method's
+    option block) and its default: the schema of every value."""
     defaults = _read_yaml(DEFAULTS_FILE)
-    defaults[PEFT_SECTION] = _resolve_peft(None)
+    defaults[PEFT_SECTION] = peft_schema()
     return defaults
 
 
@@ -192,7 +194,7 @@ def check_values(
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
-            if prefix == f"{PEFT_SECTION}.":  # the peft schema reports its own unknown keys
+            if prefix.startswith(f"{PEFT_SECTION}."):  # the peft schema reports its own unknown keys
                 checked[key] = value
                 continue
             valid = [f"{prefix}{name}" for name in schema]
@@ -294,13 +296,34 @@ def _merge_onto_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     return deep_merge(_read_yaml(DEFAULTS_FILE), raw)
 
 
-def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+#: Folder of the packaged per-method recipes (``methods/<method>.yaml``).
+METHOD_RECIPE_DIR = CONFIG_DIR / "methods"
+
+
+def method_recipe(method: str) -> dict[str, Any]:
+    """The packaged recipe of ``method`` (``configs/methods/<method>.yaml``): the ``peft:`` block
+    and the settings where the official recipe differs from the defaults (augmentation, drop
+    path, ...). A method without a recipe file gets ``{"peft": {"method": method}}``.
+
+    Raises:
+        UnknownNameError: ``method`` is not a PEFT method.
+    """
+    if method not in PEFT_METHODS:
+        raise UnknownNameError(unknown_name_message("peft method", method, PEFT_METHODS, cutoff=0.6))
+    path = METHOD_RECIPE_DIR / f"{method}.yaml"
+    recipe = _load_with_bases(path) if path.is_file() else {}
+    return deep_merge(recipe, {PEFT_SECTION: {"method": method}})
+
+
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), method: str | None = None) -> dict[str, Any]:
     """Load a config by packaged name or path, apply ``--set`` overrides, fill all defaults.
 
     Args:
         name_or_path: ``"scanobjectnn_hardest"``, ``"scanobjectnn_hardest.yaml"`` or a path.
         overrides: ``"section.key=value"`` strings; values are parsed as YAML and must have the
             type of the value they replace.
+        method: merge the packaged recipe of this PEFT method (:func:`method_recipe`) over the
+            config before the overrides (``tools/finetune.py --method``, ``tools/compare.py``).
 
     Returns:
         The resolved config (a plain nested dict), with ``config["name"]`` set to the file stem.
@@ -310,7 +333,10 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
             value of the wrong type, or an invalid ``peft`` block.
     """
     path = resolve_config_path(name_or_path)
-    return config_from_dict(_load_with_bases(path), overrides, name=path.stem)
+    raw = _load_with_bases(path)
+    if method is not None:
+        raw = deep_merge(raw, method_recipe(method))
+    return config_from_dict(raw, overrides, name=path.stem)
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config") -> dict[str, Any]:
@@ -323,7 +349,9 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
     overrides = list(overrides)
     if overrides:
         reference = copy.deepcopy(merged)
-        reference[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
+        # every peft key may be set (any method's options too); values are checked against the
+        # current ones, and against the defaults where the block does not hold them
+        reference[PEFT_SECTION] = deep_merge(peft_schema(), _resolve_peft(merged.get(PEFT_SECTION)))
         schema = _defaults()
         for text in overrides:
             apply_override(merged, reference, text, schema)
