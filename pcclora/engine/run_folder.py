@@ -54,6 +54,7 @@ METRIC_COLUMNS = (
     "train_loss",
     "train_ce",
     "train_sade",
+    "train_reg",
     "train_acc",
     "test_oa",
     "test_macc",
@@ -106,7 +107,8 @@ class RunFolder:
         writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({key: _rounded(row[key]) for key in METRIC_COLUMNS})
+            # rows of a run resumed from an older version may lack newer columns
+            writer.writerow({key: _rounded(row.get(key, "")) for key in METRIC_COLUMNS})
         write_text_atomic(self.root / "metrics.csv", text.getvalue())
 
     def add_scalars(self, row: Mapping[str, Any]) -> None:
@@ -114,7 +116,8 @@ class RunFolder:
         if self._writer is None:
             return
         for key in METRIC_COLUMNS[1:]:
-            self._writer.add_scalar(key, row[key], row["epoch"])
+            if key in row:
+                self._writer.add_scalar(key, row[key], row["epoch"])
         self._writer.flush()
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:

@@ -363,6 +363,7 @@ def _run(
                 "train_loss": stats.loss,
                 "train_ce": stats.ce,
                 "train_sade": stats.sade,
+                "train_reg": stats.reg,
                 "train_acc": stats.acc,
                 "test_oa": accuracy.overall,
                 "test_macc": accuracy.mean_class,
