@@ -217,6 +217,20 @@ def _resolve_peft(block: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(resolve_peft_config(block))  # the adapters own the peft block's schema
 
 
+def _without_unused_common_keys(block: Any) -> Any:
+    """The ``peft`` block without the common keys its method does not read (see :func:`load_config`)."""
+    from pcclora.peft import METHODS
+
+    if not isinstance(block, Mapping):
+        return block
+    spec = METHODS.get(block.get("method", "clora"))
+    if spec is None or spec.common_keys is None:
+        return dict(block)
+    from pcclora.peft.methods import COMMON_KEYS
+
+    return {key: value for key, value in block.items() if key not in COMMON_KEYS or key in spec.common_keys}
+
+
 def size_overrides(backbone_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The model sizes a ``backbone:`` section sets, as keyword options of ``create_backbone``.
 
@@ -315,7 +329,9 @@ def method_recipe(method: str) -> dict[str, Any]:
     return deep_merge(recipe, {PEFT_SECTION: {"method": method}})
 
 
-def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), method: str | None = None) -> dict[str, Any]:
+def load_config(
+    name_or_path: str | Path, overrides: Iterable[str] = (), method: str | None = None, lenient_peft: bool = False
+) -> dict[str, Any]:
     """Load a config by packaged name or path, apply ``--set`` overrides, fill all defaults.
 
     Args:
@@ -324,6 +340,10 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), method:
             type of the value they replace.
         method: merge the packaged recipe of this PEFT method (:func:`method_recipe`) over the
             config before the overrides (``tools/finetune.py --method``, ``tools/compare.py``).
+        lenient_peft: leave out the ``peft`` block's common keys (``rank``, ``num_bases``, ...)
+            that its method does not read instead of refusing a non-default value, so that one
+            list of overrides can serve several methods (``tools/compare.py``,
+            ``tools/profile_flops.py``).
 
     Returns:
         The resolved config (a plain nested dict), with ``config["name"]`` set to the file stem.
@@ -336,16 +356,21 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = (), method:
     raw = _load_with_bases(path)
     if method is not None:
         raw = deep_merge(raw, method_recipe(method))
-    return config_from_dict(raw, overrides, name=path.stem)
+    return config_from_dict(raw, overrides, name=path.stem, lenient_peft=lenient_peft)
 
 
-def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config") -> dict[str, Any]:
+def config_from_dict(
+    raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config", lenient_peft: bool = False
+) -> dict[str, Any]:
     """Resolve an already loaded mapping (e.g. a run's saved ``config.yaml``) like :func:`load_config`.
 
     A ``name`` entry in ``raw`` (written into every resolved config) is replaced by ``name``.
+    ``lenient_peft``: as :func:`load_config`.
     """
     raw = {key: value for key, value in raw.items() if key != "name"}
     merged = _merge_onto_defaults(raw)
+    if lenient_peft:
+        merged[PEFT_SECTION] = _without_unused_common_keys(merged.get(PEFT_SECTION))
     overrides = list(overrides)
     if overrides:
         reference = copy.deepcopy(merged)
@@ -355,6 +380,8 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name
         schema = _defaults()
         for text in overrides:
             apply_override(merged, reference, text, schema)
+    if lenient_peft:
+        merged[PEFT_SECTION] = _without_unused_common_keys(merged.get(PEFT_SECTION))
     merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
     derive_schedule_length(merged)
     merged["name"] = name

@@ -57,8 +57,10 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str
                     row.method,
                     "published",
                     _DASH,
-                    f"{row.params_trainable / 1e6:.1f}M",
-                    _billions(row.macs_conv_linear, 2),
+                    f"{row.params_trainable / 1e6:.2f}M"
+                    if row.params_trainable % 100_000
+                    else f"{row.params_trainable / 1e6:.1f}M",
+                    _DASH if row.macs_conv_linear is None else _billions(row.macs_conv_linear, 2),
                     _DASH,
                     _DASH,
                 )
