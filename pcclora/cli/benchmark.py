@@ -1,10 +1,12 @@
-"""Speed and memory of full fine-tuning, linear probing, LoRA, CLoRA and CLoRA + SADE.
+"""Speed and memory of every fine-tuning method: full, linear, LoRA, CLoRA (+ SADE), CLoRA#, VeRA,
+IDPT, DAPT, PPT, PointGST, PointLoRA.
 
 Point-MAE at the ScanObjectNN shape (N=2048, G=128, k=32, 12 x 384) by default; batch 32 on
 CUDA, 8 on CPU.  Prints tables and the performance targets (met / missed); ``--json`` prints the
 same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what each figure is.
 
     python tools/benchmark.py --threads 2
+    python tools/benchmark.py --threads 2 --only train memory infer --methods full clora idpt dapt
     python tools/benchmark.py --device cuda --json > bench.json
     python tools/benchmark.py --only sade tokenizer
     python tools/benchmark.py --only tokenizer --contention 1 --repeats 21
@@ -16,6 +18,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 from backbones.errors import ToolkitError
 from pcclora.benchmark import (
@@ -27,7 +32,10 @@ from pcclora.benchmark import (
     format_report,
     run_benchmark,
 )
+from pcclora.benchmark.settings import METHOD_CONFIGS
 from pcclora.cli.common import USER_ERROR_EXIT, run_tool
+from pcclora.peft import resolve_peft_config
+from pcclora.peft.config import OPTION_METHODS
 
 
 def parse_overrides(items: list[str]) -> dict[str, int]:
@@ -44,6 +52,31 @@ def parse_overrides(items: list[str]) -> dict[str, int]:
         except ValueError:
             raise BenchmarkError(f"--set {key} needs an integer, got {value!r}") from None
     return overrides
+
+
+def parse_peft_overrides(items: list[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["idpt.prompt_layer=1"]`` → per benchmark method the ``peft:`` block with those option values.
+
+    Raises:
+        BenchmarkError: not ``METHOD.OPTION=VALUE``, or a method without option block.
+    """
+    blocks: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, option = key.partition(".")
+        if not sep or not dot or method not in OPTION_METHODS:
+            raise BenchmarkError(
+                f"--peft-set takes METHOD.OPTION=VALUE with METHOD among {', '.join(OPTION_METHODS)}, got {item!r}"
+            )
+        blocks.setdefault(method, {})[option] = yaml.safe_load(raw)
+    peft = {}
+    for name in methods:
+        config = dict(METHOD_CONFIGS.get(name, {}))
+        method = config.get("method")
+        if method in blocks:
+            peft[name] = {**config, method: dict(blocks[method])}
+            resolve_peft_config(peft[name])  # a bad option fails here, before anything runs
+    return peft
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="backbone size overrides, e.g. depth=2 trans_dim=32 (official config names)",
+    )
+    parser.add_argument(
+        "--peft-set",
+        nargs="+",
+        default=[],
+        metavar="METHOD.OPTION=VALUE",
+        help="options of a method's own block, e.g. idpt.prompt_layer=1 pointgst.local=8 (for small --set sizes; "
+        "default: the official values)",
     )
     parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -108,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             seed=args.seed,
             contention=args.contention,
+            peft=parse_peft_overrides(args.peft_set, args.methods),
         )
         progress = lambda section: print(f"[benchmark] {section} ...", file=sys.stderr, flush=True)  # noqa: E731
         results = run_benchmark(settings, progress=progress)
