@@ -1,9 +1,10 @@
-"""Fine-tune a pre-trained point-cloud transformer with CLoRA (or LoRA, CLoRA#, full, linear).
+"""Fine-tune a pre-trained point-cloud transformer with CLoRA (or LoRA, CLoRA#, full, linear, or a peer).
 
 Examples:
     python tools/finetune.py --cfg demo.yaml
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --data-root data/ScanObjectNN
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --set peft.method=lora peft.rank=16
+    python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --method idpt   # IDPT's recipe
     python tools/finetune.py --output runs/scanobjectnn_hardest/RUN --resume
     torchrun --standalone --nproc_per_node=4 tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth
 
@@ -26,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, cfg_required=False)
     parser.add_argument("--ckpt", help="pre-trained backbone checkpoint (overrides backbone.checkpoint)")
+    parser.add_argument(
+        "--method",
+        help="a PEFT method with its packaged recipe (configs/methods/<method>.yaml: its peft block and where the "
+        "official recipe differs, e.g. IDPT's and PPT's rotation); merged over --cfg before --set",
+    )
     parser.add_argument("--output", help="run folder (default runs/<config>/<UTC time>-seed<seed>)")
     parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
     parser.add_argument(
@@ -62,12 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output is None:
             raise ConfigError("--resume needs --output RUN_FOLDER, the folder of the run to continue")
         config, resume = load_run_for_resume(args.output, args.overrides)
-        if args.cfg is not None:
-            print(f"note: --resume uses the run's saved config; --cfg {args.cfg} is ignored")
+        if args.cfg is not None or args.method is not None:
+            print("note: --resume uses the run's saved config; --cfg and --method are ignored")
     elif args.cfg is None:
         raise ConfigError("--cfg is required (e.g. --cfg demo.yaml or --cfg scanobjectnn_hardest.yaml)")
     else:
-        config = load_config(args.cfg, args.overrides)
+        config = load_config(args.cfg, args.overrides, method=args.method)
     if args.ckpt is not None:
         config["backbone"]["checkpoint"] = args.ckpt
     if args.data_root is not None:
