@@ -137,7 +137,7 @@ def check_settings(settings: ComparisonSettings) -> dict[tuple[str, int], dict[s
             try:
                 configs[method, seed] = method_config(settings, method, seed)
             except ConfigError as error:
-                raise type(error)(f"method {method!r}: {error}") from None
+                raise type(error)(f"{error} (in the config of method {method!r})") from None
     return configs
 
 

@@ -64,7 +64,7 @@ from pcclora.engine.seeding import (
 )
 from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
 from pcclora.engine.trainer import check_finite_state, nonfinite_state, train_one_epoch
-from pcclora.peft import count_parameters, load_adapter_state_dict
+from pcclora.peft import METHODS, count_parameters, load_adapter_state_dict
 from pcclora.profiling import profile
 
 
@@ -157,6 +157,17 @@ def finetune(
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         shutdown_distributed(context)
+
+
+def _check_exportable(config: dict[str, Any]) -> None:
+    """``--export`` writes a plain backbone: refused at once for methods that do not merge completely."""
+    spec = METHODS[config["peft"]["method"]]
+    if spec.merge in ("none", "partial"):
+        raise ConfigError(
+            f"--export writes a plain backbone, but method {spec.name!r} "
+            + ("does not merge" if spec.merge == "none" else "merges only in part")
+            + " into the backbone's weights; leave --export out and keep the run checkpoint (checkpoints/last.pth)"
+        )
 
 
 def _claim_run_folder(
@@ -263,6 +274,8 @@ def _finetune(
             "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
         )
     check_run_numbers(config)
+    if export is not None:
+        _check_exportable(config)
     if export:
         check_export_path(export)
     if output is not None:
@@ -581,6 +594,8 @@ def evaluate_checkpoint(
         config["training"]["device"] = device
     check_run_numbers(config)
     if export is not None:
+        if run_checkpoint:
+            _check_exportable(config)
         check_export_path(export)
     context = init_distributed(config["training"]["device"])
     try:

@@ -5,9 +5,9 @@ and checks every key, so the rest of the package can index the result without fu
 
 Keys (all optional):
 
-================  ==================================================  =========================
+================  ==================================================  ===============================
 key               default                                             used by
-================  ==================================================  =========================
+================  ==================================================  ===============================
 method            ``"clora"``                                         all
 rank              8 (r: rank of every base / LoRA factor)             clora, clora_shared, lora
 num_bases         4 (p: shared base pairs per shape family)           clora, clora_shared
@@ -15,9 +15,9 @@ alpha             8 (scaling s = alpha / rank)                        clora, clo
 dropout           0.0 (on the adapter branch input)                   clora, clora_shared, lora
 sade_weight       0.1 (λ in CE + λ·SADE; the engine applies it)       clora, clora_shared
 sade_normalized   True (CKA-normalised SADE; False = raw ‖B_hᵀB_k‖²)  clora, clora_shared
-target_modules    qkv, proj, fc1, fc2 of every block (name suffixes)  clora, clora_shared, lora
+target_modules    qkv, proj, fc1, fc2 of every block (name suffixes)  clora, clora_shared, lora, vera
 trainable_extra   ``["cls_token", "cls_pos"]`` (parameter names)      all but full
-================  ==================================================  =========================
+================  ==================================================  ===============================
 
 Methods with options of their own (``idpt``, ``dapt``, ``ppt``, ``pointgst``, ``pointlora``,
 ``vera``) read them from a block named after the method, e.g.
