@@ -1,8 +1,8 @@
-"""Backbone zoo: point-cloud tokenizer, Point-MAE and Point-BERT, official checkpoint loading.
+"""Backbone zoo: point-cloud tokenizer, Point-MAE, Point-BERT, ACT, ReCon, PointGPT, official checkpoints.
 
 >>> import backbones
 >>> backbones.list_backbones()
-['point_bert', 'point_mae']
+['act', 'point_bert', 'point_mae', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
 >>> model = backbones.create_backbone("point_mae", num_classes=15)  # doctest: +SKIP
 
 This package is the foundation of the toolkit: every other package may import it. Its public names
@@ -17,6 +17,7 @@ from typing import Any
 
 #: public name -> the submodule that defines it
 _EXPORTS = {
+    "ACT": "act",
     "Attention": "layers",
     "Block": "layers",
     "CheckpointError": "errors",
@@ -31,13 +32,19 @@ _EXPORTS = {
     "NonFiniteError": "errors",
     "PatchEncoder": "patch_encoder",
     "PointBERT": "point_bert",
+    "PointGPT": "point_gpt",
+    "PointGPTB": "point_gpt",
+    "PointGPTL": "point_gpt",
+    "PointGPTS": "point_gpt",
     "PointMAE": "point_mae",
     "PointPatchTransformer": "point_transformer",
+    "ReCon": "recon",
     "StateError": "errors",
     "ToolkitError": "errors",
     "TransformerEncoder": "layers",
     "UnknownNameError": "errors",
     "backbone_defaults": "registry",
+    "backbone_target_modules": "registry",
     "checkpoint_filter_fn": "checkpoint",
     "create_backbone": "registry",
     "farthest_point_sample": "tokenizer",

@@ -1,28 +1,39 @@
 """Reading checkpoints of every published layout into the backbones (docs/formats.md).
 
-All key remapping lives in :func:`checkpoint_filter_fn`. Layouts it recognises:
+All key remapping lives in :func:`checkpoint_filter_fn`. Layouts it recognises (after a leading
+``module.`` / ``base_model.`` is stripped from every key):
 
-=====================  ========================================================  ===========
-layout                 how it is recognised / what happens                       default
-=====================  ========================================================  ===========
-``point_mae_pretrain`` ``MAE_encoder.*`` keys (Point-MAE ``pretrain.pth``, ReCon): non-strict
-                       ``MAE_encoder.X`` → ``X``; decoder-side keys stay and are
-                       reported unexpected. Expected: 156 loaded; missing
-                       ``cls_token``, ``cls_pos``, head; 53 unexpected.
-``point_bert_pretrain`` ``transformer_q.*`` keys (``Point-BERT.pth``):            non-strict
-                       ``transformer_q.X`` → ``X``; ``transformer_q.cls_head.*``,
-                       ``transformer_k.*``, ``dvae.*``, ``queue*`` are ignored.
-                       Expected: 160 loaded; missing = head; unexpected =
-                       ``mask_token``, ``lm_head.weight``, ``lm_head.bias``.
-``act_pretrain``       ``ACT_encoder.*`` (ACT): prefix stripped.                 non-strict
-``pointgpt_pretrain``  ``GPT_Transformer.*`` (PointGPT): prefix stripped.        non-strict
-``finetuned``          the model's own keys inside ``base_model`` / ``model`` /   strict
-                       ``state_dict`` (official fine-tuned releases, this
-                       toolkit's exports).
-``state_dict``         a bare state dict with the model's own keys.              strict
-=====================  ========================================================  ===========
+==========================  ====================================================  ===========
+layout                      how it is recognised / what happens                   default
+==========================  ====================================================  ===========
+``point_bert_pretrain``     ``transformer_q.*`` keys (``Point-BERT.pth``):         non-strict
+                            ``transformer_q.X`` → ``X``; ``transformer_q.cls_head.*``,
+                            ``transformer_k.*``, ``dvae.*``, ``queue*`` ignored.
+``recon_pretrain``          ``MAE_encoder.*`` keys *and* ``MAE_encoder.img_token``  non-strict
+                            (ReCon): ``MAE_encoder.X`` → ``X``; the frozen
+                            teachers ``img_encoder.*`` / ``text_encoder.*`` ignored.
+``point_mae_pretrain``      ``MAE_encoder.*`` keys (Point-MAE ``pretrain.pth``):   non-strict
+                            ``MAE_encoder.X`` → ``X``; decoder-side keys stay and
+                            are reported unexpected.
+``act_pretrain``            ``ACT_encoder.*`` (ACT): ``ACT_encoder.X`` → ``X``;     non-strict
+                            the frozen teacher ``dvae_tokenizer.*`` ignored.
+``pointgpt_pretrain``       ``GPT_Transformer.*`` (PointGPT): prefix stripped.     non-strict
+``pointgpt_post_pretrain``  only for PointGPT models: a file in the fine-tuned      non-strict
+                            layout whose head has 87 outputs (post-pre-training on
+                            LabeledHybrid) loaded into a model with another class
+                            count: ``blocks.cls_head_finetune.*`` ignored (as the
+                            official loader drops it).
+``finetuned``               the model's own keys inside ``base_model`` / ``model``  strict
+                            / ``state_dict`` (official fine-tuned releases, this
+                            toolkit's exports).
+``state_dict``              a bare state dict with the model's own keys.          strict
+==========================  ====================================================  ===========
 
-Everywhere a leading ``module.`` (DataParallel) and ``base_model.`` are stripped first.
+A model may name layouts in ``checkpoint_layouts`` (class attribute, layout names); those are
+tried first, and layouts that depend on the model (``pointgpt_post_pretrain``) are tried only
+then. Layouts that share an encoder prefix are told apart by the file's keys (ReCon's encoder
+has ``img_token``, Point-MAE's not), so a file is recognised the same whatever it is loaded into.
+The expected loaded / missing / unexpected sets of each layout are in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -47,16 +58,99 @@ logger = logging.getLogger(__name__)
 CONTAINER_KEYS = ("base_model", "model", "state_dict")
 #: Prefixes removed from every key before the layout is decided.
 WRAPPER_PREFIXES = ("module.", "base_model.")
-#: Encoder prefixes of pre-training checkpoints: layout name → prefix.
-PRETRAIN_PREFIXES = {
-    "point_mae_pretrain": "MAE_encoder.",
-    "act_pretrain": "ACT_encoder.",
-    "pointgpt_pretrain": "GPT_Transformer.",
-}
-#: Point-BERT pre-training: the query encoder is kept, except its contrastive head.
-POINT_BERT_ENCODER = "transformer_q."
-POINT_BERT_DROPPED = ("transformer_q.cls_head.", "transformer_k.", "dvae.", "queue")
+#: Layouts that must match the model exactly (when ``strict`` is not given).
 STRICT_LAYOUTS = ("finetuned", "state_dict")
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """A pre-training (or other non-fine-tuned) checkpoint layout: how it is recognised and remapped.
+
+    Attributes:
+        name: the layout name reported in :class:`LoadReport`.
+        prefix: the encoder's key prefix; a file is of this layout when a key starts with it,
+            and the prefix is stripped from those keys.
+        dropped: key prefixes ignored on purpose (teachers, momentum encoders, queues), checked
+            before ``prefix``; they are listed in :attr:`LoadReport.ignored`.
+        marker: a key that must be present too (tells apart layouts that share ``prefix``).
+        generic: tried for every model; ``False``: only for models that name it in
+            ``checkpoint_layouts``.
+    """
+
+    name: str
+    prefix: str
+    dropped: tuple[str, ...] = ()
+    marker: str | None = None
+    generic: bool = True
+
+    def matches(self, tensors: Mapping[str, torch.Tensor], model: nn.Module | None) -> bool:
+        """Whether the tensors (wrapper prefixes already stripped) are of this layout."""
+        if self.marker is not None and self.marker not in tensors:
+            return False
+        return any(key.startswith(self.prefix) for key in tensors)
+
+    def remap(self, tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """(tensors under the model's key names, keys ignored on purpose)."""
+        remapped: dict[str, torch.Tensor] = {}
+        ignored: list[str] = []
+        for key, value in tensors.items():
+            if self.dropped and key.startswith(self.dropped):
+                ignored.append(key)
+            elif key.startswith(self.prefix):
+                remapped[key[len(self.prefix) :]] = value
+            else:
+                remapped[key] = value
+        return remapped, ignored
+
+
+@dataclass(frozen=True)
+class HeadDroppingLayout(CheckpointLayout):
+    """A file in the fine-tuned layout whose head was trained for ``head_classes`` other classes
+    (PointGPT's post-pre-training): the head keys (under ``prefix``) are ignored, the rest loads."""
+
+    head_key: str = ""
+    head_classes: int = 0
+
+    def matches(self, tensors: Mapping[str, torch.Tensor], model: nn.Module | None) -> bool:
+        head = tensors.get(self.head_key)
+        num_classes = getattr(model, "num_classes", None)
+        return (
+            head is not None
+            and head.dim() >= 1
+            and head.shape[0] == self.head_classes
+            and num_classes is not None
+            and num_classes != self.head_classes
+        )
+
+    def remap(self, tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        remapped = {key: value for key, value in tensors.items() if not key.startswith(self.prefix)}
+        return remapped, [key for key in tensors if key.startswith(self.prefix)]
+
+
+#: Every layout but ``finetuned`` / ``state_dict``, in the order they are tried.
+CHECKPOINT_LAYOUTS: dict[str, CheckpointLayout] = {
+    layout.name: layout
+    for layout in (
+        CheckpointLayout(
+            "point_bert_pretrain",
+            "transformer_q.",
+            dropped=("transformer_q.cls_head.", "transformer_k.", "dvae.", "queue"),
+        ),
+        CheckpointLayout(
+            "recon_pretrain", "MAE_encoder.", dropped=("img_encoder.", "text_encoder."), marker="MAE_encoder.img_token"
+        ),
+        CheckpointLayout("point_mae_pretrain", "MAE_encoder."),
+        CheckpointLayout("act_pretrain", "ACT_encoder.", dropped=("dvae_tokenizer.",)),
+        CheckpointLayout("pointgpt_pretrain", "GPT_Transformer."),
+        HeadDroppingLayout(
+            "pointgpt_post_pretrain",
+            "blocks.cls_head_finetune.",
+            generic=False,
+            head_key="blocks.cls_head_finetune.8.weight",
+            head_classes=87,
+        ),
+    )
+}
 #: Entry of this toolkit's exports that says how to rebuild the model: ``{"backbone": name,
 #: "sizes": {official size names}, "num_classes": C, "class_names": [...], ...}``. Loaders of the
 #: official code read only ``base_model`` and ignore it.
@@ -233,12 +327,15 @@ def _unwrap(checkpoint: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
     return checkpoint, False
 
 
-def checkpoint_filter_fn(checkpoint: Mapping[str, Any]) -> RemappedCheckpoint:
+def checkpoint_filter_fn(checkpoint: Mapping[str, Any], model: nn.Module | None = None) -> RemappedCheckpoint:
     """Turn any supported checkpoint layout into the backbone's key names.
 
     Args:
         checkpoint: a training checkpoint (``{'base_model': sd, ...}``, ``{'model': sd}``,
             ``{'state_dict': sd}``) or a bare state dict, as returned by ``torch.load``.
+        model: the model it will be loaded into, or None. Its ``checkpoint_layouts`` (layout
+            names) are tried first; layouts that depend on the model are tried only for models
+            that name them.
 
     Returns:
         The remapped tensors, the layout name and the keys dropped on purpose.
@@ -252,24 +349,30 @@ def checkpoint_filter_fn(checkpoint: Mapping[str, Any]) -> RemappedCheckpoint:
         else:
             ignored.append(str(key))
 
-    if any(key.startswith(POINT_BERT_ENCODER) for key in tensors):
-        layout = "point_bert_pretrain"
-        remapped = {}
-        for key, value in tensors.items():
-            if key.startswith(POINT_BERT_DROPPED):
-                ignored.append(key)
-            elif key.startswith(POINT_BERT_ENCODER):
-                remapped[key[len(POINT_BERT_ENCODER) :]] = value
-            else:
-                remapped[key] = value
-        return RemappedCheckpoint(remapped, layout, ignored)
-
-    for layout, prefix in PRETRAIN_PREFIXES.items():
-        if any(key.startswith(prefix) for key in tensors):
-            remapped = {(key[len(prefix) :] if key.startswith(prefix) else key): v for key, v in tensors.items()}
-            return RemappedCheckpoint(remapped, layout, ignored)
+    for layout in layouts_for(model):
+        if layout.matches(tensors, model):
+            remapped, dropped = layout.remap(tensors)
+            return RemappedCheckpoint(remapped, layout.name, ignored + dropped)
 
     return RemappedCheckpoint(tensors, "finetuned" if from_container else "state_dict", ignored)
+
+
+def layouts_for(model: nn.Module | None) -> list[CheckpointLayout]:
+    """The layouts tried for ``model``, in order: the ones it names, then the generic ones.
+
+    Raises:
+        CheckpointError: the model names a layout that does not exist.
+    """
+    named = list(getattr(model, "checkpoint_layouts", ()) or ())
+    unknown = [name for name in named if name not in CHECKPOINT_LAYOUTS]
+    if unknown:
+        raise CheckpointError(
+            f"{type(model).__name__}.checkpoint_layouts names {unknown}, which are not layouts; "
+            f"known layouts: {', '.join(CHECKPOINT_LAYOUTS)}"
+        )
+    ordered = [CHECKPOINT_LAYOUTS[name] for name in named]
+    ordered += [layout for layout in CHECKPOINT_LAYOUTS.values() if layout.generic and layout.name not in named]
+    return ordered
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +421,7 @@ def load_checkpoint(
         checkpoint, source_name = source, source_name or "<dict>"
     else:
         checkpoint, source_name = read_checkpoint(source), str(source)
-    remapped = checkpoint_filter_fn(checkpoint)
+    remapped = checkpoint_filter_fn(checkpoint, model)
     strict = remapped.strict_by_default if strict is None else strict
 
     model_state = model.state_dict()
@@ -343,11 +446,12 @@ def load_checkpoint(
     head = _head_prefixes(model)
     if not any(not key.startswith(head) for key in loaded):
         sample = ", ".join(list(ckpt)[:5]) or "(no tensors)"
+        example = next((key for key in model_state if not key.startswith(head)), "")
+        prefixes = ", ".join(repr(layout.prefix) for layout in CHECKPOINT_LAYOUTS.values() if layout.generic)
         raise CheckpointError(
             f"checkpoint {source_name} contains nothing of the {type(model).__name__} backbone; "
-            f"its first keys are: {sample}. Expected official Point-MAE/Point-BERT keys such as "
-            f"'blocks.blocks.0.attn.qkv.weight' (optionally under 'base_model', 'module.', "
-            f"'MAE_encoder.' or 'transformer_q.')"
+            f"its first keys are: {sample}. Expected its official keys such as {example!r} "
+            f"(optionally under 'base_model', 'module.' or a pre-training prefix: {prefixes})"
         )
 
     if strict and (missing or unexpected):

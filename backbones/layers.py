@@ -1,4 +1,4 @@
-"""Plain pre-norm transformer blocks shared by Point-MAE and Point-BERT.
+"""Plain pre-norm transformer blocks shared by Point-MAE, Point-BERT, ACT and ReCon; the official head.
 
 Module and attribute names follow the official models (docs/formats.md) so that their state
 dicts load strictly: ``Attention.qkv`` / ``Attention.proj``, ``Mlp.fc1`` / ``Mlp.fc2``,
@@ -161,3 +161,20 @@ def linear_drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
     """Stochastic-depth rates rising linearly from 0 to ``drop_path_rate`` over ``depth`` blocks."""
     # float32 linspace as in the official code; on the CPU even when built under a device context.
     return [float(r) for r in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+
+
+def mlp3_head(in_features: int, num_classes: int) -> nn.Sequential:
+    """The official three-layer classification head (Point-MAE, ACT, ReCon, PointGPT):
+    Linear(in, 256) BN ReLU Dropout(0.5) Linear(256, 256) BN ReLU Dropout(0.5) Linear(256, C),
+    its linear / BatchNorm layers at indices 0, 1, 4, 5, 8 as in the official state dicts."""
+    return nn.Sequential(
+        nn.Linear(in_features, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(256, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(256, num_classes),
+    )

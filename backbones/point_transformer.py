@@ -1,4 +1,4 @@
-"""The plain point-patch transformer classifier that Point-MAE and Point-BERT share.
+"""The plain point-patch transformer classifier that Point-MAE, Point-BERT, ACT and ReCon share.
 
 Pipeline (docs/formats.md), for a cloud (B, N, 3):
 
@@ -9,7 +9,9 @@ Pipeline (docs/formats.md), for a cloud (B, N, 3):
 4. ``blocks``: pre-norm transformer, position added before every block; final ``norm``.
 5. Pooled feature concat[cls token, max over patch tokens] (B, 2·trans_dim) → ``cls_head_finetune``.
 
-Subclasses choose the head and whether tokens are projected (``reduce_dim``).
+Subclasses choose the head, whether tokens are projected (``reduce_dim``, :meth:`project_tokens`),
+the learned tokens in front of the patch tokens (:meth:`prefix_tokens`; ReCon adds two) and the
+pooling (:meth:`pool`), and may replace ``blocks`` by any module called as ``blocks(x, pos)``.
 
 Extension points (for adapters that change the forward; docs/architecture.md, "Token hooks"):
 
@@ -92,7 +94,8 @@ class TokenState:
 
 
 class PointPatchTransformer(nn.Module):
-    """Base class; see :class:`backbones.PointMAE` and :class:`backbones.PointBERT`.
+    """Base class; see :class:`backbones.PointMAE`, :class:`backbones.PointBERT`, :class:`backbones.ACT`
+    and :class:`backbones.ReCon`.
 
     Args:
         num_classes: C, outputs of the head.
@@ -117,6 +120,9 @@ class PointPatchTransformer(nn.Module):
     patch_embedding_names: ClassVar[tuple[str, ...]] = ("encoder", "pos_embed")
     #: The official default sizes, overridable by keyword (official config names).
     default_config: ClassVar[dict[str, Any]] = {}
+    #: Learned tokens in front of the patch tokens: the cls token (ReCon adds its image and text
+    #: queries, :meth:`prefix_tokens`); :meth:`pool` max-pools the tokens after them.
+    num_prefix_tokens: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -167,15 +173,16 @@ class PointPatchTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, trans_dim))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, trans_dim))
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, trans_dim))
-        self.blocks = TransformerEncoder(
-            trans_dim,
-            num_heads,
-            linear_drop_path_rates(drop_path_rate, depth),
-            mlp_ratio=mlp_ratio,
-            fused_attention=fused_attention,
-        )
+        self.blocks = self.build_blocks(linear_drop_path_rates(drop_path_rate, depth), mlp_ratio, fused_attention)
         self.norm = nn.LayerNorm(trans_dim)
         self._token_hook_names: tuple[str, ...] = ()
+
+    def build_blocks(self, drop_path_rates: list[float], mlp_ratio: float, fused_attention: bool) -> nn.Module:
+        """The transformer, called as ``blocks(x, pos)``: a :class:`TransformerEncoder` of
+        ``len(drop_path_rates)`` blocks of width ``trans_dim`` (ReCon builds its own)."""
+        return TransformerEncoder(
+            self.trans_dim, self.num_heads, drop_path_rates, mlp_ratio=mlp_ratio, fused_attention=fused_attention
+        )
 
     def _init_backbone_weights(self) -> None:
         """Initialise everything but the head as the official models do from scratch.
@@ -259,17 +266,17 @@ class PointPatchTransformer(nn.Module):
     def check_input(self, points: torch.Tensor) -> None:
         """Raise :class:`InputShapeError` unless ``points`` is a finite float (B, N, 3) cloud that is
         large enough for ``num_group`` centres and ``group_size`` neighbours."""
-        check_points(points)
-        num_points = points.shape[1]
-        for what, need in (("num_group", self.num_group), ("group_size", self.group_size)):
-            if num_points < need:
-                raise InputShapeError(
-                    f"the clouds have {num_points} points but this model's {what} is {need}: give at "
-                    f"least {need} points per cloud or build the model with a smaller {what}"
-                )
-        if not torch.isfinite(points).all():
-            bad = int((~torch.isfinite(points)).sum())
-            raise InputShapeError(f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first")
+        check_cloud(points, self.num_group, self.group_size)
+
+    def prefix_tokens(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned tokens put before the patch tokens and their positions, each
+        (B, ``num_prefix_tokens``, trans_dim): here ``cls_token`` with ``cls_pos``."""
+        return self.cls_token.expand(batch, -1, -1), self.cls_pos.expand(batch, -1, -1)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens (B, T, C) → the pooled feature: concat[cls token, max over the tokens
+        after the prefix] (B, 2·C)."""
+        return torch.cat([x[:, 0], x[:, self.num_prefix_tokens :].amax(dim=1)], dim=-1)
 
     # ----------------------------------------------------------------------------------------
     # token hooks
@@ -316,16 +323,17 @@ class PointPatchTransformer(nn.Module):
     # ----------------------------------------------------------------------------------------
 
     def prepare_tokens(self, points: torch.Tensor) -> TokenState:
-        """Embed ``points`` and prepend the cls token and its position: the state before block 0.
+        """Embed ``points`` and prepend the prefix tokens (:meth:`prefix_tokens`) and their
+        positions: the state before block 0.
 
         Args:
             points: (B, N, 3), checked and in the model's dtype.
         """
         tokens, pos, center = self.embed_group(points)
-        batch = tokens.shape[0]
-        x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
-        pos = torch.cat([self.cls_pos.expand(batch, -1, -1), pos], dim=1)
-        return TokenState(model=self, points=points, center=center, x=x, pos=pos)
+        prefix, prefix_pos = self.prefix_tokens(tokens.shape[0])
+        x = torch.cat([prefix, tokens], dim=1)
+        pos = torch.cat([prefix_pos, pos], dim=1)
+        return TokenState(model=self, points=points, center=center, x=x, pos=pos, num_prefix=self.num_prefix_tokens)
 
     def forward_blocks(self, state: TokenState) -> TokenState:
         """Run every block on ``state.x`` (positions added before each), calling the token hooks.
@@ -356,15 +364,14 @@ class PointPatchTransformer(nn.Module):
         return state
 
     def pool_tokens(self, state: TokenState) -> torch.Tensor:
-        """Pooled feature of the final tokens: the first hook's ``pool``, else
-        concat[cls token, max over every other token] (B, 2·trans_dim)."""
+        """Pooled feature of the final tokens: the first hook's ``pool``, else :meth:`pool`
+        (concat[cls token, max over the tokens after the prefix], (B, 2·trans_dim))."""
         for hook in self.token_hooks():
             pool = getattr(hook, "pool", None)
             pooled = pool(state) if pool is not None else None
             if pooled is not None:
                 return pooled
-        x = state.x
-        return torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)
+        return self.pool(state.x)
 
     def forward_tokens(self, points: torch.Tensor) -> TokenState:
         """The final, normalised tokens of ``points`` (B, N, 3) with the rest of their state."""
@@ -427,6 +434,22 @@ class PointPatchTransformer(nn.Module):
             f"num_heads={self.num_heads}, num_group={self.num_group}, group_size={self.group_size}, "
             f"encoder_dims={self.encoder_dims}, drop_path_rate={self.drop_path_rate}"
         )
+
+
+def check_cloud(points: torch.Tensor, num_group: int, group_size: int) -> None:
+    """Raise :class:`InputShapeError` unless ``points`` is a finite float (B, N, 3) cloud with at
+    least ``num_group`` and ``group_size`` points."""
+    check_points(points)
+    num_points = points.shape[1]
+    for what, need in (("num_group", num_group), ("group_size", group_size)):
+        if num_points < need:
+            raise InputShapeError(
+                f"the clouds have {num_points} points but this model's {what} is {need}: give at "
+                f"least {need} points per cloud or build the model with a smaller {what}"
+            )
+    if not torch.isfinite(points).all():
+        bad = int((~torch.isfinite(points)).sum())
+        raise InputShapeError(f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first")
 
 
 def _check_sizes(**sizes: int) -> None:

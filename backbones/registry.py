@@ -8,10 +8,13 @@ from typing import Any
 
 from torch import nn
 
+from .act import ACT
 from .checkpoint import load_checkpoint, read_checkpoint, stored_model_info
 from .errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_message
 from .point_bert import PointBERT
+from .point_gpt import PointGPTB, PointGPTL, PointGPTS
 from .point_mae import PointMAE
+from .recon import ReCon
 
 #: Keyword overrides every built-in backbone accepts besides its ``default_config`` keys.
 EXTRA_OPTIONS = ("fused_attention", "tokenizer_backend")
@@ -52,11 +55,20 @@ def backbone_defaults(name: str) -> dict[str, Any]:
     return dict(getattr(factory, "default_config", {}))
 
 
+def backbone_target_modules(name: str) -> list[str] | None:
+    """The default adapter targets a registered backbone declares (``peft_target_modules``), or
+    None when it uses the toolkit's default (``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``)
+    or the name is not registered."""
+    targets = getattr(_REGISTRY.get(name), "peft_target_modules", None)
+    return list(targets) if targets else None
+
+
 def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Mapping[str, Any]) -> None:
     defaults = getattr(factory, "default_config", None)
     if defaults is None:
         return
-    valid = sorted(set(defaults) | set(EXTRA_OPTIONS))
+    aliases = getattr(factory, "option_aliases", {})
+    valid = sorted(set(defaults) | set(EXTRA_OPTIONS) | set(aliases))
     for key in overrides:
         if key not in valid:
             raise UnknownNameError(
@@ -74,7 +86,8 @@ def create_backbone(
     """Build a registered backbone, optionally loading a checkpoint.
 
     Args:
-        name: one of :func:`list_backbones` (``"point_mae"``, ``"point_bert"``).
+        name: one of :func:`list_backbones` (``"point_mae"``, ``"point_bert"``, ``"act"``,
+            ``"recon"``, ``"pointgpt_s"``, ``"pointgpt_b"``, ``"pointgpt_l"``).
         num_classes: outputs of the classification head; may be left out when ``checkpoint`` is
             an export of this toolkit, which stores it.
         checkpoint: a path or an already loaded dict of any layout :func:`load_checkpoint`
@@ -85,8 +98,9 @@ def create_backbone(
             ``overrides`` are taken from it, and its class names are kept as
             ``model.class_names``.
         **overrides: official config names (``trans_dim``, ``depth``, ``num_heads``,
-            ``num_group``, ``group_size``, ``encoder_dims``, ``drop_path_rate``, ``mlp_ratio``)
-            and ``fused_attention``, ``tokenizer_backend``.
+            ``num_group``, ``group_size``, ``encoder_dims``, ``drop_path_rate``, ``mlp_ratio``;
+            PointGPT: ``decoder_depth`` and no ``mlp_ratio``; ACT also takes ``embed_dim`` for
+            ``trans_dim``) and ``fused_attention``, ``tokenizer_backend``.
 
     Returns:
         The model; ``forward(points (B, N, 3)) -> logits (B, num_classes)``.
@@ -121,3 +135,8 @@ def create_backbone(
 
 register_backbone("point_mae")(PointMAE)
 register_backbone("point_bert")(PointBERT)
+register_backbone("act")(ACT)
+register_backbone("recon")(ReCon)
+register_backbone("pointgpt_s")(PointGPTS)
+register_backbone("pointgpt_b")(PointGPTB)
+register_backbone("pointgpt_l")(PointGPTL)

@@ -25,6 +25,7 @@ _EXPORTS = {
     "PEFT_METHODS": "pcclora.peft",
     "profile": "pcclora.profiling",
     "load_config": "pcclora.config",
+    "predict": "pcclora.prediction",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,7 +1,9 @@
 """Run configurations: packaged YAML files, ``_base_`` inheritance and ``--set`` overrides.
 
 A configuration is a nested dict with six sections (``backbone``, ``peft``, ``dataset``,
-``optimizer``, ``scheduler``, ``training``). Every file is merged on top of the packaged
+``optimizer``, ``scheduler``, ``training``). Configs of the official repositories (Point-MAE,
+Point-BERT, ACT, ReCon, PointGPT) are read as they are and translated
+(:mod:`pcclora.official_config`). Every file is merged on top of the packaged
 ``_base_/defaults.yaml``, which is also the schema: a key that is not there is a mistake and is
 reported with the nearest valid key. The ``peft`` block belongs to :mod:`pcclora.peft`; its keys
 and defaults come from :func:`pcclora.resolve_peft_config`.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,42 @@ BASE_KEY = "_base_"
 PEFT_SECTION = "peft"
 #: Keys of the ``backbone:`` section that are not model sizes.
 BACKBONE_KEYS = ("name", "checkpoint", "num_classes")
+#: Packaged folders that hold config pieces, not configs: ``_base_`` and the per-method recipes.
+PIECE_FOLDERS = (BASE_KEY, "methods")
 
 
 def available_configs() -> list[str]:
-    """Names of the packaged configs (without ``.yaml``), ``_base_`` pieces excluded."""
+    """Names of the packaged Point-MAE / Point-BERT configs (without ``.yaml``), ``_base_`` pieces
+    excluded; the other backbones' configs are :func:`backbone_configs`."""
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def backbone_configs() -> list[str]:
+    """The packaged configs of the other zoo backbones, one folder per backbone as in the official
+    repositories: ``act/scanobjectnn_hardest``, ``pointgpt_l/modelnet40``, …"""
+    return sorted(
+        f"{path.parent.name}/{path.stem}"
+        for path in CONFIG_DIR.glob("*/*.yaml")
+        if path.parent.name not in PIECE_FOLDERS
+    )
+
+
+def config_name(path: Path) -> str:
+    """A config's run name: its file stem; ``<backbone>_<stem>`` for a packaged backbone-folder
+    config (``recon/scanobjectnn_hardest`` → ``recon_scanobjectnn_hardest``)."""
+    path = Path(path).resolve()
+    folder = path.parent
+    if folder.parent == CONFIG_DIR.resolve() and folder.name not in PIECE_FOLDERS:
+        return f"{folder.name}_{path.stem}"
+    return path.stem
+
+
+def config_description(name: str) -> str:
+    """The first comment line of a packaged config (what it is), without the ``#``."""
+    for line in (CONFIG_DIR / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
 
 
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
@@ -58,10 +91,10 @@ def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = Non
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    names = available_configs()
+    names = available_configs() + backbone_configs()
     raise ConfigError(
         f"config {str(name_or_path)!r} not found (neither a file nor a packaged config)"
-        f"{did_you_mean(raw.stem, names)}; packaged configs: {', '.join(names)}"
+        f"{did_you_mean(str(name_or_path).removesuffix('.yaml'), names)}; packaged configs: {', '.join(names)}"
     )
 
 
@@ -330,12 +363,21 @@ def method_recipe(method: str) -> dict[str, Any]:
 
 
 def load_config(
-    name_or_path: str | Path, overrides: Iterable[str] = (), method: str | None = None, lenient_peft: bool = False
+    name_or_path: str | Path,
+    overrides: Iterable[str] = (),
+    method: str | None = None,
+    lenient_peft: bool = False,
+    echo: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Load a config by packaged name or path, apply ``--set`` overrides, fill all defaults.
 
+    A file in the official repositories' schema (``optimizer.type``, ``model.NAME``, nested
+    dataset ``_base_`` files, …) is translated first (:mod:`pcclora.official_config`); ``echo``
+    receives the translation, one line per official key (the tools print it).
+
     Args:
-        name_or_path: ``"scanobjectnn_hardest"``, ``"scanobjectnn_hardest.yaml"`` or a path.
+        name_or_path: ``"scanobjectnn_hardest"``, ``"scanobjectnn_hardest.yaml"``,
+            ``"recon/scanobjectnn_hardest"`` or a path (also of an official config).
         overrides: ``"section.key=value"`` strings; values are parsed as YAML and must have the
             type of the value they replace.
         method: merge the packaged recipe of this PEFT method (:func:`method_recipe`) over the
@@ -344,19 +386,32 @@ def load_config(
             that its method does not read instead of refusing a non-default value, so that one
             list of overrides can serve several methods (``tools/compare.py``,
             ``tools/profile_flops.py``).
+        echo: called with each line of an official config's translation.
 
     Returns:
-        The resolved config (a plain nested dict), with ``config["name"]`` set to the file stem.
+        The resolved config (a plain nested dict), with ``config["name"]`` set to the file stem
+        (``<backbone>_<stem>`` for a packaged backbone-folder config).
 
     Raises:
         ConfigError: unknown name, invalid YAML, unknown key (with the nearest valid one), a
-            value of the wrong type, or an invalid ``peft`` block.
+            value of the wrong type, an invalid ``peft`` block, or official keys without an
+            equivalent.
     """
     path = resolve_config_path(name_or_path)
-    raw = _load_with_bases(path)
+    data = _read_yaml(path)
+    from pcclora.official_config import is_official_config, translate_official_config
+
+    if is_official_config(data):
+        translation = translate_official_config(path, data)
+        for line in translation.lines:
+            if echo is not None:
+                echo(line)
+        raw = translation.config
+    else:
+        raw = _load_with_bases(path)
     if method is not None:
         raw = deep_merge(raw, method_recipe(method))
-    return config_from_dict(raw, overrides, name=path.stem, lenient_peft=lenient_peft)
+    return config_from_dict(raw, overrides, name=config_name(path), lenient_peft=lenient_peft)
 
 
 def config_from_dict(
@@ -382,10 +437,26 @@ def config_from_dict(
             apply_override(merged, reference, text, schema)
     if lenient_peft:
         merged[PEFT_SECTION] = _without_unused_common_keys(merged.get(PEFT_SECTION))
+    _default_targets_of_backbone(merged)
     merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
     derive_schedule_length(merged)
     merged["name"] = name
     return merged
+
+
+def _default_targets_of_backbone(config: dict[str, Any]) -> None:
+    """Fill ``peft.target_modules`` with the backbone's own default targets (PointGPT's extractor
+    ``attn.out_proj`` / ``mlp.0`` / ``mlp.2``) when the config and ``--set`` do not name any."""
+    peft = config.get(PEFT_SECTION)
+    if peft is not None and not isinstance(peft, Mapping):
+        return  # resolve_peft_config reports it
+    if peft is not None and "target_modules" in peft:
+        return
+    from backbones.registry import backbone_target_modules
+
+    targets = backbone_target_modules(str(config["backbone"]["name"]))
+    if targets:
+        config[PEFT_SECTION] = {**(peft or {}), "target_modules": targets}
 
 
 #: The official warm-up, in epochs; a run shorter than ten times this warms up for a tenth of it.
@@ -424,7 +495,9 @@ _RUN_NUMBER_BOUNDS = (
     ("training.num_workers", 0, True, None),
     ("training.grad_clip", 0, True, None),
     ("training.vote", 0, True, None),
+    ("training.progress_interval", 0, True, None),
     ("training.label_smoothing", 0, True, None),
+    ("training.cls_lr_scale", 0, False, None),
     ("optimizer.lr", 0, False, MAX_LEARNING_RATE),
     ("optimizer.weight_decay", 0, True, None),
     ("scheduler.epochs", 1, True, None),

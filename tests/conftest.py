@@ -7,8 +7,10 @@ function or a class are session-scoped and stateless: a test calls what it recei
   ``randomize_adapters``): a Point-MAE-like point ViT and a plain image ViT written here, so that
   the adapters are tested without the backbone zoo.
 - Official layouts (``official_shapes``, ``make_state_dict``): state dicts with the official key
-  names and shapes, written out from the published model definitions independently of
+  names and shapes of Point-MAE, Point-BERT, ACT, ReCon and PointGPT (fine-tuned and
+  pre-training files), written out from the published model definitions independently of
   ``backbones``, so that the tests check the module tree against the official one.
+- Tiny sizes per backbone (``tiny_sizes``, ``tiny_backbone``).
 - Miniature datasets and configs (``write_scanobjectnn``, ``write_modelnet40_dat``,
   ``write_fewshot``, ``tiny_overrides``, ``tiny_config``): official file layouts with a few
   class-dependent clouds, and ``--set`` strings that shrink any packaged config to seconds.
@@ -16,6 +18,7 @@ function or a class are session-scoped and stateless: a test calls what it recei
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -337,6 +340,203 @@ def _point_bert_pretrain_shapes() -> Shapes:
     }
 
 
+# ACT (RunpeiDong/ACT, models/act.py) ------------------------------------------------------
+
+
+def _act_pretrain_shapes() -> Shapes:
+    """ACT ``ACT_PointDistillation`` pre-training ``base_model`` (``module.``-prefixed), config
+    ``cfgs/pretrain/pretrain_act_distill.yaml``: the student ``ACT_encoder`` (Point-MAE's 156
+    encoder entries, cls token and position, ``lm_head`` to 8192 tokens, contrastive ``cls_head``
+    384 → 512 → 512), ``proj_head`` (384 → 384), the 2-block ``ACT_decoder`` with ``mask_token``
+    and ``decoder_pos_embed``, and a sample of the frozen teacher ``dvae_tokenizer`` (a dVAE and a
+    ViT-B whose exact entries depend on the timm version; all of them are ignored on loading).
+    """
+    m = "module."
+    teacher = {
+        **_mini_pointnet_shapes(f"{m}dvae_tokenizer.encoder.", 384),
+        f"{m}dvae_tokenizer.codebook": (8192, 384),
+        **_linear(f"{m}dvae_tokenizer.proj_pre", 384, 768),
+        **_pos_embed(f"{m}dvae_tokenizer.visual_pos_embed", 768),
+        **_linear(f"{m}dvae_tokenizer.proj_post", 768, 384),
+        f"{m}dvae_tokenizer.visual_prompt_token": (1, 64, 768),
+        f"{m}dvae_tokenizer.visual_prompt_pos": (1, 64, 768),
+        **_layer_norm(f"{m}dvae_tokenizer.visual_embed.0.0.norm1", 768),
+        **_linear(f"{m}dvae_tokenizer.visual_embed.0.0.attn.qkv", 768, 3 * 768),
+    }
+    return {
+        **_tokens(f"{m}ACT_encoder.", ("cls_token", "cls_pos")),
+        **_point_mae_encoder_shapes(f"{m}ACT_encoder."),
+        **_linear(f"{m}ACT_encoder.lm_head", 384, 8192),
+        **_linear(f"{m}ACT_encoder.cls_head.0", 384, 512),
+        **_linear(f"{m}ACT_encoder.cls_head.2", 512, 512),
+        **_linear(f"{m}proj_head", 384, 384),
+        f"{m}mask_token": (1, 1, 384),
+        **_pos_embed(f"{m}decoder_pos_embed"),
+        **_transformer_shapes(f"{m}ACT_decoder.", depth=2),
+        **_layer_norm(f"{m}ACT_decoder.norm", 384),
+        **teacher,
+    }
+
+
+# ReCon (qizekun/ReCon, models/transformer.py and models/ReCon.py) ---------------------------
+
+
+def _recon_transformer_shapes(prefix: str, depth: int = 12, dim: int = 384) -> Shapes:
+    """ReCon ``TransformerEncoder`` with ``with_contrast=True``: the plain block's 11 entries plus
+    ``norm1_contrast``, ``norm2_contrast``, ``mlp_contrast.fc1/fc2`` and the ``CrossAttention``
+    ``attn_contrast.q`` (no bias), ``.kv`` (no bias, 2·dim), ``.proj``: 23 per block."""
+    shapes = _transformer_shapes(prefix, depth, dim)
+    for i in range(depth):
+        block = f"{prefix}blocks.{i}"
+        shapes.update(_layer_norm(f"{block}.norm1_contrast", dim))
+        shapes.update(_layer_norm(f"{block}.norm2_contrast", dim))
+        shapes.update(_linear(f"{block}.mlp_contrast.fc1", dim, 4 * dim))
+        shapes.update(_linear(f"{block}.mlp_contrast.fc2", 4 * dim, dim))
+        shapes.update(_linear(f"{block}.attn_contrast.q", dim, dim, bias=False))
+        shapes.update(_linear(f"{block}.attn_contrast.kv", dim, 2 * dim, bias=False))
+        shapes.update(_linear(f"{block}.attn_contrast.proj", dim, dim))
+    return shapes
+
+
+def _recon_encoder_shapes(prefix: str = "") -> Shapes:
+    """The 306 entries ReCon's pre-training ``MaskTransformer`` shares with the fine-tuning model."""
+    return {
+        **_tokens(prefix, ("cls_token", "cls_pos", "img_token", "text_token", "img_pos", "text_pos")),
+        **_mini_pointnet_shapes(f"{prefix}encoder.", 384),
+        **_pos_embed(f"{prefix}pos_embed"),
+        **_recon_transformer_shapes(f"{prefix}blocks."),
+        **_layer_norm(f"{prefix}norm", 384),
+    }
+
+
+def _mlp3_head_shapes(prefix: str, fan_in: int, num_classes: int) -> Shapes:
+    """The three-layer head: Linear, BN, ReLU, Dropout, Linear, BN, ReLU, Dropout, Linear."""
+    return {
+        **_linear(f"{prefix}.0", fan_in, 256),
+        **_batch_norm(f"{prefix}.1", 256),
+        **_linear(f"{prefix}.4", 256, 256),
+        **_batch_norm(f"{prefix}.5", 256),
+        **_linear(f"{prefix}.8", 256, num_classes),
+    }
+
+
+def _recon_finetuned_shapes(num_classes: int) -> Shapes:
+    """Official ReCon ``PointTransformer`` (``type: full``): 322 entries; head input 4 · 384."""
+    return {**_recon_encoder_shapes(), **_mlp3_head_shapes("cls_head_finetune", 4 * 384, num_classes)}
+
+
+def _recon_pretrain_shapes() -> Shapes:
+    """ReCon ``base.pth`` ``base_model`` (``cfgs/pretrain/base.yaml``, ``module.``-prefixed): the
+    encoder, ``mask_token``, ``decoder_pos_embed``, the 4-block ``MAE_decoder`` (plain blocks),
+    ``increase_dim``, ``img_proj`` (384 → 768, timm ViT-B) and ``text_proj`` (384 → 512, CLIP
+    ViT-B/32), and a sample of the frozen teachers ``img_encoder`` / ``text_encoder`` (ignored)."""
+    m = "module."
+    teachers = {
+        f"{m}img_encoder.cls_token": (1, 1, 768),
+        f"{m}img_encoder.pos_embed": (1, 197, 768),
+        f"{m}img_encoder.patch_embed.proj.weight": (768, 3, 16, 16),
+        f"{m}img_encoder.patch_embed.proj.bias": (768,),
+        **_layer_norm(f"{m}img_encoder.norm", 768),
+        f"{m}text_encoder.positional_embedding": (77, 512),
+        f"{m}text_encoder.text_projection": (512, 512),
+        **_layer_norm(f"{m}text_encoder.ln_final", 512),
+    }
+    return {
+        **_recon_encoder_shapes(f"{m}MAE_encoder."),
+        f"{m}mask_token": (1, 1, 384),
+        **_pos_embed(f"{m}decoder_pos_embed"),
+        **_transformer_shapes(f"{m}MAE_decoder.", depth=4),
+        **_layer_norm(f"{m}MAE_decoder.norm", 384),
+        **_conv1x1(f"{m}increase_dim.0", 384, 3 * 32),
+        **_linear(f"{m}img_proj", 384, 768),
+        **_linear(f"{m}text_proj", 384, 512),
+        **teachers,
+    }
+
+
+# PointGPT (CGuangyan-BIT/PointGPT, models/PointGPT.py and models/GPT.py) ---------------------
+
+#: Official sizes: (trans_dim = encoder_dims, depth, generator depth).
+POINTGPT_SIZES = {"s": (384, 12, 4), "b": (768, 12, 4), "l": (1024, 24, 4)}
+
+
+def _large_pointnet_shapes(prefix: str, encoder_dims: int) -> Shapes:
+    """``Encoder_large``: first_conv.{0,1,3,4,6}, second_conv.{0,1,3}."""
+    return {
+        **_conv1x1(f"{prefix}first_conv.0", 3, 256),
+        **_batch_norm(f"{prefix}first_conv.1", 256),
+        **_conv1x1(f"{prefix}first_conv.3", 256, 512),
+        **_batch_norm(f"{prefix}first_conv.4", 512),
+        **_conv1x1(f"{prefix}first_conv.6", 512, 1024),
+        **_conv1x1(f"{prefix}second_conv.0", 2048, 2048),
+        **_batch_norm(f"{prefix}second_conv.1", 2048),
+        **_conv1x1(f"{prefix}second_conv.3", 2048, encoder_dims),
+    }
+
+
+def _gpt_layers_shapes(prefix: str, depth: int, dim: int) -> Shapes:
+    """GPT ``Block``s: ``ln_1``, ``ln_2``, ``nn.MultiheadAttention`` (``in_proj_weight`` (3d, d),
+    ``in_proj_bias``, ``out_proj``), ``mlp.0`` (d → 4d), ``mlp.2``: 12 entries each."""
+    shapes: Shapes = {}
+    for i in range(depth):
+        layer = f"{prefix}layers.{i}"
+        shapes.update(_layer_norm(f"{layer}.ln_1", dim))
+        shapes.update(_layer_norm(f"{layer}.ln_2", dim))
+        shapes[f"{layer}.attn.in_proj_weight"] = (3 * dim, dim)
+        shapes[f"{layer}.attn.in_proj_bias"] = (3 * dim,)
+        shapes.update(_linear(f"{layer}.attn.out_proj", dim, dim))
+        shapes.update(_linear(f"{layer}.mlp.0", dim, 4 * dim))
+        shapes.update(_linear(f"{layer}.mlp.2", 4 * dim, dim))
+    return shapes
+
+
+def _pointgpt_encoder_shapes(size: str, prefix: str = "") -> Shapes:
+    """What PointGPT pre-training (``GPT_Transformer``) shares with fine-tuning: ``encoder``
+    (small for 384, large otherwise), the extractor ``blocks`` (``sos``, ``layers``, ``ln_f``,
+    ``increase_dim``), the ``generator_blocks``, ``sos_pos`` and the unused ``norm``."""
+    dim, depth, generator_depth = POINTGPT_SIZES[size]
+    encoder = _mini_pointnet_shapes if dim == 384 else _large_pointnet_shapes
+    shapes = {**encoder(f"{prefix}encoder.", dim), f"{prefix}blocks.sos": (dim,)}
+    shapes.update(_gpt_layers_shapes(f"{prefix}blocks.", depth, dim))
+    shapes.update(_layer_norm(f"{prefix}blocks.ln_f", dim))
+    shapes.update(_conv1x1(f"{prefix}blocks.increase_dim.0", dim, 3 * 32))
+    shapes[f"{prefix}generator_blocks.sos"] = (dim,)
+    shapes.update(_gpt_layers_shapes(f"{prefix}generator_blocks.", generator_depth, dim))
+    shapes.update(_layer_norm(f"{prefix}generator_blocks.ln_f", dim))
+    shapes.update(_conv1x1(f"{prefix}generator_blocks.increase_dim.0", dim, 3 * 32))
+    shapes[f"{prefix}sos_pos"] = (1, 1, dim)
+    shapes.update(_layer_norm(f"{prefix}norm", dim))
+    return shapes
+
+
+def _pointgpt_finetuned_shapes(size: str, num_classes: int) -> Shapes:
+    """Official PointGPT ``PointTransformer``: 243 (S), 250 (B), 394 (L) entries."""
+    dim = POINTGPT_SIZES[size][0]
+    return {
+        **_pointgpt_encoder_shapes(size),
+        **_mlp3_head_shapes("blocks.cls_head_finetune", 2 * dim, num_classes),
+        **_layer_norm("blocks.cls_norm", dim),
+        **_tokens("", ("cls_token", "cls_pos"), dim),
+    }
+
+
+def _pointgpt_pretrain_shapes(size: str) -> Shapes:
+    """PointGPT ``PointGPT`` pre-training ``base_model``: everything under ``module.GPT_Transformer.``."""
+    return _pointgpt_encoder_shapes(size, "module.GPT_Transformer.")
+
+
+def _pointgpt_post_pretrain_shapes(size: str) -> Shapes:
+    """PointGPT-B/L post-pre-training (``post_pretrain.yaml``, ``cls_dim: 87``): the fine-tuning
+    layout with an 87-way head, ``module.``-prefixed."""
+    return {f"module.{key}": shape for key, shape in _pointgpt_finetuned_shapes(size, 87).items()}
+
+
+def _parameter_count(shapes: Shapes) -> int:
+    """Parameters of a key → shape table: every entry but BatchNorm statistics and counters."""
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(math.prod(shape) for key, shape in shapes.items() if not key.endswith(buffers))
+
+
 def _make_state_dict(shapes: Shapes, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors of the given shapes (BatchNorm counters as int64 scalars).
 
@@ -449,13 +649,32 @@ def _tiny_config(
 
 
 #: Tiny sizes under the official config names; each backbone takes the ones it has.
-TINY_BACKBONE_SIZES = dict(trans_dim=32, depth=2, num_heads=4, encoder_dims=32, num_group=8, group_size=8)
+TINY_BACKBONE_SIZES = dict(
+    trans_dim=32, depth=2, num_heads=4, encoder_dims=32, num_group=8, group_size=8, decoder_depth=1
+)
+#: Per-backbone changes to the tiny sizes: PointGPT-B/L keep their wide mini-PointNet, which they
+#: use from encoder_dims 385 on (official: 768 / 1024), so that the tests run it.
+TINY_BACKBONE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "pointgpt_b": dict(trans_dim=392, encoder_dims=392),
+    "pointgpt_l": dict(trans_dim=392, encoder_dims=392, depth=1),
+}
+
+
+def _tiny_sizes(name: str) -> dict[str, Any]:
+    """The tiny sizes of a registered backbone (the keys it has, with its overrides)."""
+    defaults = backbones.backbone_defaults(name)
+    sizes = {key: value for key, value in TINY_BACKBONE_SIZES.items() if key in defaults}
+    return {**sizes, **TINY_BACKBONE_OVERRIDES.get(name, {})}
 
 
 def _tiny_backbone(name: str, num_classes: int = 5, **overrides: Any) -> nn.Module:
-    defaults = backbones.backbone_defaults(name)
-    sizes = {key: value for key, value in TINY_BACKBONE_SIZES.items() if key in defaults}
-    return backbones.create_backbone(name, num_classes=num_classes, **{**sizes, **overrides})
+    return backbones.create_backbone(name, num_classes=num_classes, **{**_tiny_sizes(name), **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_sizes():
+    """``tiny_sizes(name)`` -> the tiny size overrides of a registered backbone."""
+    return _tiny_sizes
 
 
 @pytest.fixture(scope="session")
@@ -502,6 +721,19 @@ def official_shapes():
         point_bert_pretrain=_point_bert_pretrain_shapes,
         mini_pointnet=_mini_pointnet_shapes,
         transformer=_transformer_shapes,
+        act_pretrain=_act_pretrain_shapes,
+        recon_transformer=_recon_transformer_shapes,
+        recon_encoder=_recon_encoder_shapes,
+        recon_finetuned=_recon_finetuned_shapes,
+        recon_pretrain=_recon_pretrain_shapes,
+        mlp3_head=_mlp3_head_shapes,
+        large_pointnet=_large_pointnet_shapes,
+        gpt_layers=_gpt_layers_shapes,
+        pointgpt_encoder=_pointgpt_encoder_shapes,
+        pointgpt_finetuned=_pointgpt_finetuned_shapes,
+        pointgpt_pretrain=_pointgpt_pretrain_shapes,
+        pointgpt_post_pretrain=_pointgpt_post_pretrain_shapes,
+        parameter_count=_parameter_count,
     )
 
 

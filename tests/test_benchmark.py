@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -29,8 +30,8 @@ from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"trans_dim": 32, "depth": 2, "num_heads": 2, "num_group": 16, "group_size": 8, "encoder_dims": 32}
 #: the peers' official options that do not fit the tiny model
-TINY_PEFT = ["--peft-set", "idpt.prompt_layer=1", "idpt.dgcnn_k=8", "pointgst.local=8", "pointgst.rank=4"]
-TINY_ARGS = ["--set", *(f"{k}={v}" for k, v in TINY.items()), "--num-points", "256", "--batch-size", "2", *TINY_PEFT]
+TINY_PEFT = ["peft.idpt.prompt_layer=1", "peft.idpt.dgcnn_k=8", "peft.pointgst.local=8", "peft.pointgst.rank=4"]
+TINY_ARGS = ["--set", *(f"{k}={v}" for k, v in TINY.items()), *TINY_PEFT, "--num-points", "256", "--batch-size", "2"]
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
@@ -202,3 +203,22 @@ def test_tokenizer_section_times_quiet_and_busy_in_one_run():
 def test_bad_contention_settings_are_benchmark_errors(overrides, message):
     with pytest.raises(BenchmarkError, match=message):
         BenchmarkSettings(**overrides).check()
+
+
+def test_set_takes_the_same_syntax_as_the_other_tools():
+    from pcclora.cli import benchmark as tool
+
+    assert tool.parse_overrides(["backbone.depth=2", "trans_dim=32", "backbone.drop_path_rate=0"]) == {
+        "depth": 2,
+        "trans_dim": 32,
+        "drop_path_rate": 0.0,
+    }
+    for bad, message in (("training.seed=1", "KEY a backbone size"), ("backbone.depth=2.5", "needs an integer")):
+        with pytest.raises(BenchmarkError, match=message):
+            tool.parse_overrides([bad])
+
+
+def test_the_printed_report_ends_with_what_a_user_can_act_on(tiny_report):
+    report = format_report(tiny_report)
+    assert "\nTargets\n" not in report and not re.search(r"\b(met|missed|n/a)\b", report)
+    assert "Choosing a method" in report and "merge the adapters before deployment" in report

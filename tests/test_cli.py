@@ -118,6 +118,23 @@ def test_finetune_then_test_with_votes_and_export(tmp_path, capsys, monkeypatch,
     result = json.loads(out)
     assert result["oa"] == pytest.approx(summary["best_oa"]) and result["votes"] == 2
     assert (tmp_path / "merged.pth").is_file()
+    code, out, _ = run_in_process("test", ["--ckpt", "run/checkpoints/best.pth"], capsys)
+    assert code == 0 and "class" in out and "accuracy %" in out and "\nbag " in out and "OA " in out
+
+
+def test_progress_lines_reach_a_redirected_output(tmp_path, tiny_overrides, write_scanobjectnn):
+    """A log file or a cluster job sees progress while an epoch runs, not only after it."""
+    scan = write_scanobjectnn(tmp_path / "scan")
+    overrides = [*tiny_overrides(scan), "training.progress_interval=0.001"]
+    done = subprocess.run(
+        [sys.executable, str(TOOLS / "finetune.py"), "--cfg", "scanobjectnn_hardest", "--output", str(tmp_path / "r")]
+        + ["--set", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "epoch 0: 1/" in done.stdout and "loss" in done.stdout
 
 
 def test_two_processes_under_torchrun_with_gloo(tmp_path, tiny_overrides, write_scanobjectnn):
@@ -160,3 +177,10 @@ def test_two_processes_under_torchrun_with_gloo(tmp_path, tiny_overrides, write_
 
     single = evaluate_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pth")
     assert single["oa"] == pytest.approx(summary["last_oa"]) and single["macc"] == pytest.approx(summary["last_macc"])
+
+
+def test_finetune_lists_what_is_packaged(capsys):
+    code, out, _ = run_in_process("finetune", ["--list-configs", "--list-backbones", "--list-methods"], capsys)
+    assert code == 0
+    assert "scanobjectnn_hardest" in out and "Point-MAE on ScanObjectNN hardest" in out and "demo  " in out
+    assert "point_mae: trans_dim=384" in out and "clora, " in out

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import backbones
 import pcclora
+from pcclora.engine import classification as classification_module
 from pcclora.engine import evaluate_checkpoint, finetune, load_run_for_resume
 from pcclora.engine import runner as runner_module
 from pcclora.engine.checkpoint import read_run_checkpoint, save_atomic
@@ -157,6 +158,20 @@ def test_test_tool_path_reproduces_the_logged_accuracy_and_votes(finished_run, t
     assert result["macc"] == pytest.approx(summary["last_macc"])
     assert result["vote_oa"] == pytest.approx(summary["vote_oa"])  # same seed, same votes
     assert torch.load(tmp_path / "m.pth").keys() == {"base_model", "pcclora_model"}  # + how to rebuild it
+    per_class = result["per_class"]
+    assert len(per_class) == 15 and sum(row["samples"] for row in per_class) == result["num_samples"]
+    assert per_class[0]["class"] == "bag"
+    tested = [row for row in per_class if row["samples"]]
+    correct = sum(row["accuracy"] * row["samples"] / 100 for row in tested)
+    assert correct / result["num_samples"] * 100 == pytest.approx(result["oa"])
+
+
+def test_summary_records_where_and_with_what_the_run_ran(finished_run):
+    _, _, summary = finished_run
+    origin = summary["provenance"]
+    assert origin["pcclora_version"] == pcclora.__version__ and origin["torch_version"] == torch.__version__
+    assert origin["started_utc"].endswith("+00:00") and origin["host"]
+    assert origin["git_commit"] is None or len(origin["git_commit"].split("+")[0]) == 40
 
 
 def test_damaged_or_incomplete_run_checkpoints_are_one_checkpoint_error(finished_run, tmp_path):
@@ -261,7 +276,7 @@ def test_a_huge_lr_whose_nan_reaches_the_logits_before_the_loss_never_saves_that
 def test_nan_in_the_weights_after_an_epoch_stops_the_run_before_saving_it(
     scan_root, tmp_path, monkeypatch, tiny_config
 ):
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def epoch_whose_last_step_breaks_a_weight(*args, **kwargs):
         stats = real_epoch(*args, **kwargs)
@@ -270,7 +285,7 @@ def test_nan_in_the_weights_after_an_epoch_stops_the_run_before_saving_it(
                 args[1].cls_token.fill_(math.nan)  # the core model's trained cls token
         return stats
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", epoch_whose_last_step_breaks_a_weight)
+    monkeypatch.setattr(classification_module, "train_one_epoch", epoch_whose_last_step_breaks_a_weight)
     config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"])
     with pytest.raises(NonFiniteLossError, match=r"trained tensors hold NaN or Inf after epoch 1 \(cls_token\)"):
         finetune(config, output=tmp_path)
@@ -299,7 +314,7 @@ def test_an_evaluation_with_non_finite_logits_is_an_error_not_a_score(finished_r
     loader = DataLoader(TensorDataset(torch.rand(4, 80, 3), torch.ones(4, dtype=torch.long)), batch_size=2)
     context = init_distributed("cpu")
     with pytest.raises(NonFiniteLossError, match="non-finite logits .* on 4 of 4 test samples"):
-        runner_module.evaluate(_ScriptedLogits([[math.nan, 0.0]]), loader, 64, 2, context)
+        classification_module.evaluate(_ScriptedLogits([[math.nan, 0.0]]), loader, 64, 2, context)
     augment = {"scale_low": 2 / 3, "scale_high": 1.5, "translate": 0.2}
     one_bad_vote = _ScriptedLogits([[1.0, 0.0], [math.inf, 0.0]])
     with pytest.raises(NonFiniteLossError, match="non-finite logits"):
@@ -307,18 +322,18 @@ def test_an_evaluation_with_non_finite_logits_is_an_error_not_a_score(finished_r
 
 
 def test_ctrl_c_keeps_the_finished_epochs_and_the_run_resumes(scan_root, tmp_path, monkeypatch, tiny_config):
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def interrupted_epoch(*args, **kwargs):
         if args[7] == 1:  # the epoch argument
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", interrupted_epoch)
     config = tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1"])
     summary = finetune(config, output=tmp_path)
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 1
-    monkeypatch.setattr(runner_module, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", real_epoch)
     config, last = load_run_for_resume(tmp_path, [])
     assert finetune(config, output=tmp_path, resume=last)["epochs_run"] == 2
 
@@ -375,14 +390,14 @@ def test_a_real_ctrl_c_while_an_epoch_is_saved_waits_until_the_epoch_is_saved_an
 
 
 def test_ctrl_c_during_an_epoch_names_the_epoch_the_checkpoint_holds(scan_root, tmp_path, monkeypatch, tiny_config):
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def interrupted_epoch(*args, **kwargs):
         if args[7] == 2:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(classification_module, "train_one_epoch", interrupted_epoch)
     finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=2"]), output=tmp_path)
     log = (tmp_path / "log.txt").read_text()
     assert (
@@ -457,6 +472,52 @@ def test_atomic_save_leaves_the_previous_file_when_writing_fails(tmp_path, monke
     monkeypatch.undo()
     assert torch.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
+
+
+@pytest.mark.parametrize("folder_existed", [False, True])
+def test_ctrl_c_in_epoch_0_says_there_is_nothing_to_resume_and_leaves_no_half_made_run(
+    scan_root, tmp_path, monkeypatch, tiny_config, capsys, folder_existed
+):
+    def interrupted_epoch(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification_module, "train_one_epoch", interrupted_epoch)
+    output = tmp_path / "run"
+    if folder_existed:
+        output.mkdir()
+        (output / "notes.txt").write_text("mine")
+    summary = finetune(tiny_config("scanobjectnn_hardest", scan_root), output=output)
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 0
+    printed = capsys.readouterr().out
+    assert "before any epoch finished: there is nothing to resume" in printed and "--resume" not in printed
+    if folder_existed:
+        assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]
+        assert f"the run's files were removed from {output}" in printed
+    else:
+        assert not output.exists() and f"the run folder {output} was removed" in printed
+    monkeypatch.undo()
+    assert finetune(tiny_config("scanobjectnn_hardest", scan_root), output=output)["status"] == "finished"
+
+
+def test_the_task_is_named_by_the_config_and_an_unknown_one_is_refused(scan_root, tmp_path, tiny_config):
+    from pcclora.engine.task import get_task, list_tasks
+
+    assert "classification" in list_tasks() and get_task("classification").primary.key == "test_oa"
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["task=clasification"])
+    with pytest.raises(
+        backbones.UnknownNameError, match="unknown task 'clasification' \\(did you mean 'classification'"
+    ):
+        finetune(config, output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_files_get_the_permissions_of_any_other_file(finished_run, tmp_path):
+    output, _, _ = finished_run
+    probe = tmp_path / "probe"
+    probe.write_text("x")  # what open(path, "w") gives under this umask (0644 under the usual 022)
+    expected = probe.stat().st_mode & 0o777
+    for name in ("checkpoints/last.pth", "checkpoints/best.pth", "model_merged.pth", "metrics.csv", "summary.json"):
+        assert (output / name).stat().st_mode & 0o777 == expected, name
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ import pytest
 from backbones.errors import CheckpointError, ConfigError
 from pcclora.cli import finetune as finetune_tool
 from pcclora.cli.common import run_tool
+from pcclora.engine import classification as classification_module
 from pcclora.engine import finetune, load_run_for_resume
 from pcclora.engine import run_folder as run_folder_module
-from pcclora.engine import runner as runner_module
 from pcclora.engine.run_folder import LOCK_FILE, RunFolder, RunFolderLock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def test_the_lock_is_held_during_the_run_and_released_at_the_end_also_on_ctrl_c(
     scan_root, tmp_path, tiny_config, monkeypatch
 ):
     seen = {}
-    real_epoch = runner_module.train_one_epoch
+    real_epoch = classification_module.train_one_epoch
 
     def epoch_that_checks_the_lock(*args, **kwargs):
         seen["lock"] = (tmp_path / "run" / LOCK_FILE).read_text().strip()
@@ -200,7 +200,7 @@ def test_the_lock_is_held_during_the_run_and_released_at_the_end_also_on_ctrl_c(
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", epoch_that_checks_the_lock)
+    monkeypatch.setattr(classification_module, "train_one_epoch", epoch_that_checks_the_lock)
     summary = finetune(tiny_config("scanobjectnn_hardest", scan_root, extra=["training.max_epoch=1"]), tmp_path / "run")
     assert summary["status"] == "interrupted" and seen["lock"] == str(os.getpid())
     assert not (tmp_path / "run" / LOCK_FILE).exists()

@@ -17,7 +17,9 @@ import backbones
 from backbones.errors import ModelConfigError
 from backbones.point_transformer import PointPatchTransformer, TokenState
 
-ZOO = backbones.list_backbones()
+ALL = backbones.list_backbones()
+#: The zoo's point-patch transformers (PointGPT is not one: its own sorted, causal extractor).
+ZOO = [name for name in ALL if not name.startswith("pointgpt")]
 
 
 def _points(batch: int = 2, num_points: int = 48, seed: int = 0) -> torch.Tensor:
@@ -29,13 +31,13 @@ def _hand_composed_logits(model: nn.Module, points: torch.Tensor) -> torch.Tenso
     neighborhood, center = model.group_divider(points)
     tokens = model.project_tokens(model.encoder(neighborhood))
     pos = model.pos_embed(center)
-    batch = tokens.shape[0]
-    x = torch.cat([model.cls_token.expand(batch, -1, -1), tokens], dim=1)
-    pos = torch.cat([model.cls_pos.expand(batch, -1, -1), pos], dim=1)
+    prefix, prefix_pos = model.prefix_tokens(tokens.shape[0])  # the cls token (ReCon: cls, image, text)
+    x = torch.cat([prefix, tokens], dim=1)
+    pos = torch.cat([prefix_pos, pos], dim=1)
     for block in model.blocks.blocks:
         x = block(x + pos)
     x = model.norm(x)
-    return model.cls_head_finetune(torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1))
+    return model.cls_head_finetune(model.pool(x))
 
 
 class Recorder(nn.Module):
@@ -63,12 +65,15 @@ class Recorder(nn.Module):
         return None
 
 
+def test_the_point_patch_backbones_are_all_but_pointgpt(tiny_backbone):
+    for name in ALL:
+        assert isinstance(tiny_backbone(name), PointPatchTransformer) == (name in ZOO), name
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_logits_are_bit_identical_to_the_hand_composed_pipeline(name, tiny_backbone):
     torch.manual_seed(0)
     model = tiny_backbone(name).eval()
-    if not isinstance(model, PointPatchTransformer):
-        pytest.skip("not a PointPatchTransformer")
     points = _points()
     with torch.no_grad():
         assert torch.equal(model(points), _hand_composed_logits(model, points))
@@ -77,10 +82,11 @@ def test_logits_are_bit_identical_to_the_hand_composed_pipeline(name, tiny_backb
         hooked.add_token_hook("recorder", recorder)
         assert torch.equal(hooked(points), model(points))
     depth = len(model.blocks.blocks)
-    expected = [("begin", (2, 1 + model.num_group, model.trans_dim), 1)]
+    prefix = model.num_prefix_tokens
+    expected = [("begin", (2, prefix + model.num_group, model.trans_dim), prefix)]
     for index in range(depth):
         expected += [("before", index), ("run", index), ("after", index)]
-    expected.append(("pool", (2, 1 + model.num_group, model.trans_dim)))
+    expected.append(("pool", (2, prefix + model.num_group, model.trans_dim)))
     assert recorder.calls == expected
 
 

@@ -2,7 +2,8 @@
 
 A new backbone is tested here by registering it: forward and features, the head and patch
 embedding it declares, a checkpoint round trip, and every adapter method (CLoRA starts equal to
-the backbone and merges exactly).
+the backbone and merges exactly). ``head_module_names`` and ``patch_embedding_names`` are module
+paths (PointGPT's head is ``blocks.cls_head_finetune``), looked up with ``get_submodule``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def test_forward_gives_logits_that_the_head_makes_from_the_features(name, tiny_b
         logits = model(points)
         features = model.forward_features(points)
     assert logits.shape == (3, 7) and features.shape[0] == 3
-    head = getattr(model, model.head_module_names[0])
+    head = model.get_submodule(model.head_module_names[0])
     torch.testing.assert_close(head(features), logits)
 
 
@@ -40,7 +41,7 @@ def test_forward_gives_logits_that_the_head_makes_from_the_features(name, tiny_b
 def test_declared_head_and_patch_embedding_modules_exist(name, tiny_backbone):
     model = tiny_backbone(name)
     for module_name in (*model.head_module_names, *model.patch_embedding_names):
-        assert isinstance(getattr(model, module_name), torch.nn.Module), module_name
+        assert isinstance(model.get_submodule(module_name), torch.nn.Module), module_name
     assert model.num_classes == 5
 
 
@@ -91,11 +92,11 @@ def test_full_and_linear_train_what_they_should(name, method, tiny_backbone):
 def test_frozen_patch_embedding_runs_without_autograd_and_the_rest_trains(name, tiny_backbone):
     model = tiny_backbone(name).train()
     for module_name in model.patch_embedding_names:
-        getattr(model, module_name).requires_grad_(False)
+        model.get_submodule(module_name).requires_grad_(False)
     seen: list[bool] = []
-    first = getattr(model, model.patch_embedding_names[0])
+    first = model.get_submodule(model.patch_embedding_names[0])
     first.register_forward_hook(lambda mod, inp, out: seen.append(torch.is_grad_enabled()))
     model(_points()).sum().backward()
     assert seen == [False]
-    head = getattr(model, model.head_module_names[0])
+    head = model.get_submodule(model.head_module_names[0])
     assert all(p.grad is not None for p in head.parameters() if p.requires_grad)

@@ -1,4 +1,8 @@
-"""The human-readable report of a benchmark run: one table per section, then the targets."""
+"""The human-readable report of a benchmark run: one table per section, then what it means for a user.
+
+The performance targets of :mod:`.targets` stay in the ``--json`` output (``"targets"``) for the
+toolkit's own regression tracking; the printed report ends with what a user can act on.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ def _fmt_ms(seconds: float | None) -> str:
 def format_report(results: Mapping[str, Any]) -> str:
     """Human-readable tables of everything :func:`~pcclora.benchmark.sections.run_benchmark` measured.
 
-    One table per section that ran (training step and memory share one), then the targets of
-    :func:`~pcclora.benchmark.targets.evaluate_targets`.
+    One table per section that ran (training step and memory share one), then
+    :func:`choosing_a_method`.
     """
     s = results["settings"]
     env = results["environment"]
@@ -144,11 +148,71 @@ def format_report(results: Mapping[str, Any]) -> str:
             f"dense FLOPs analytic {sade['flops_dense_analytic']:,}; relative difference float32 "
             f"{sade['rel_diff_float32']:.1e}, float64 {sade['rel_diff_float64']:.1e}",
         ]
-    rows = [
-        [t["target"], "-" if t["measured"] is None else f"{t['measured']:.4g}", t["status"]] for t in results["targets"]
-    ]
-    parts += ["", "Targets", render_table(["target", "measured", "status"], rows)]
+    parts += choosing_a_method(results)
     return "\n".join(parts)
+
+
+def choosing_a_method(results: Mapping[str, Any]) -> list[str]:
+    """What the figures of this run mean for a user picking a method; only what was measured.
+
+    A table of each method relative to full fine-tuning (trainable share, step time, peak
+    memory), then one line each on inference (merge before deployment), SADE's cost and the
+    tokenizer backends. Empty when the run measured none of it.
+    """
+    train, memory = results.get("train") or {}, results.get("memory") or {}
+    methods = [m for m in results["settings"]["methods"] if m in train or m in memory]
+    lines: list[str] = []
+    full_step, full_peak = dig(results, "train", "full", "step", "median_s"), dig(results, "memory", "full", "peak_mib")
+    full_params = dig(results, "train", "full", "lean", "trainable_params")
+    if methods:
+        rows = []
+        for method in methods:
+            step, peak = dig(train, method, "step", "median_s"), dig(memory, method, "peak_mib")
+            params = dig(train, method, "lean", "trainable_params")
+            rows.append(
+                [
+                    method,
+                    "-" if params is None or not full_params else f"{100 * params / full_params:.2f}%",
+                    _times(ratio(step, full_step)),
+                    _times(ratio(peak, full_peak)),
+                ]
+            )
+        lines += [
+            "",
+            "Choosing a method (this run, relative to full fine-tuning; lower is cheaper)",
+            render_table(["method", "trains", "step time", "peak memory"], rows),
+        ]
+    plain = dig(results, "infer", "plain", "median_s")
+    merged = ratio(dig(results, "infer", "clora_merged", "median_s"), plain)
+    unmerged = ratio(dig(results, "infer", "clora_unmerged", "median_s"), plain)
+    if merged is not None and unmerged is not None:
+        lines.append(
+            f"inference: merge the adapters before deployment (pcclora.merge_adapters): merged CLoRA runs at "
+            f"{merged:.2f} x the plain backbone, un-merged at {unmerged:.2f} x"
+        )
+    sade_share = ratio(
+        dig(results, "sade", "gram_forward_backward", "median_s"), dig(train, "clora", "step", "median_s")
+    )
+    if sade_share is not None:
+        lines.append(
+            f"SADE: {100 * sade_share:.1f}% of a CLoRA step at this size (peft.sade_weight=0 turns it off; "
+            "its share shrinks as the model grows, since it never touches d x d matrices)"
+        )
+    torch_tok, p3d_tok = (
+        dig(results, "tokenizer", "torch", "median_s"),
+        dig(results, "tokenizer", "pytorch3d", "median_s"),
+    )
+    if torch_tok is not None and p3d_tok is not None:
+        faster = "torch" if torch_tok <= p3d_tok else "pytorch3d"
+        lines.append(
+            f"tokenizer: {faster} is faster here ({_fmt_ms(torch_tok)} vs {_fmt_ms(p3d_tok)} ms); "
+            "choose with PCCLORA_TOKENIZER_BACKEND=torch|pytorch3d"
+        )
+    return lines
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} x"
 
 
 def _tokenizer_rows(figures: Mapping[str, Any]) -> dict[str, tuple[str, str]]:

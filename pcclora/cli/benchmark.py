@@ -2,7 +2,7 @@
 IDPT, DAPT, PPT, PointGST, PointLoRA.
 
 Point-MAE at the ScanObjectNN shape (N=2048, G=128, k=32, 12 x 384) by default; batch 32 on
-CUDA, 8 on CPU.  Prints tables and the performance targets (met / missed); ``--json`` prints the
+CUDA, 8 on CPU.  Prints tables and what they mean for choosing a method; ``--json`` prints the
 same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what each figure is.
 
     python tools/benchmark.py --threads 2
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from backbones.errors import ToolkitError
+from backbones.errors import ToolkitError, did_you_mean
 from pcclora.benchmark import (
     METHODS,
     POINT_MAE_SCANOBJECTNN,
@@ -34,24 +34,46 @@ from pcclora.benchmark import (
 )
 from pcclora.benchmark.settings import METHOD_CONFIGS
 from pcclora.cli.common import USER_ERROR_EXIT, run_tool
+from pcclora.config import parse_override
 from pcclora.peft import resolve_peft_config
 from pcclora.peft.config import OPTION_METHODS
 
 
-def parse_overrides(items: list[str]) -> dict[str, int]:
-    """``["depth=2", "trans_dim=32"]`` → backbone overrides (integers, official config names)."""
-    overrides = {}
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["backbone.depth=2", "backbone.trans_dim=32"]`` -> backbone size overrides.
+
+    The same ``section.key=value`` syntax as the other tools' ``--set`` (only ``backbone.`` keys
+    apply here); the bare ``depth=2`` is accepted too. Values are numbers of the default's type.
+    """
+    overrides: dict[str, Any] = {}
+    valid = ", ".join(f"backbone.{key}" for key in POINT_MAE_SCANOBJECTNN)
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in POINT_MAE_SCANOBJECTNN:
+        path, value = parse_override(item)
+        key = path[-1]
+        if len(path) > 2 or (len(path) == 2 and path[0] != "backbone") or key not in POINT_MAE_SCANOBJECTNN:
             raise BenchmarkError(
-                f"--set takes KEY=VALUE with KEY among {', '.join(POINT_MAE_SCANOBJECTNN)}, got {item!r}"
+                f"--set takes KEY=VALUE with KEY a backbone size{did_you_mean(key, POINT_MAE_SCANOBJECTNN)}, "
+                f"got {item!r}; choose among {valid}"
             )
-        try:
-            overrides[key] = int(value)
-        except ValueError:
-            raise BenchmarkError(f"--set {key} needs an integer, got {value!r}") from None
+        default = POINT_MAE_SCANOBJECTNN[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (isinstance(default, int) and not float(value).is_integer()):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise BenchmarkError(f"--set backbone.{key} needs {kind}, got {value!r}")
+        overrides[key] = type(default)(value)
     return overrides
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """``--set`` items → (backbone sizes, method options): ``peft.idpt.prompt_layer=1`` becomes
+    ``idpt.prompt_layer=1`` (the form of :func:`parse_peft_overrides`); the rest are sizes."""
+    sizes, options = [], []
+    for item in items:
+        if item.startswith("peft."):
+            options.append(item.removeprefix("peft."))
+        else:
+            sizes.append(item)
+    return sizes, options
 
 
 def parse_peft_overrides(items: list[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -66,7 +88,8 @@ def parse_peft_overrides(items: list[str], methods: Sequence[str]) -> dict[str, 
         method, dot, option = key.partition(".")
         if not sep or not dot or method not in OPTION_METHODS:
             raise BenchmarkError(
-                f"--peft-set takes METHOD.OPTION=VALUE with METHOD among {', '.join(OPTION_METHODS)}, got {item!r}"
+                f"--set takes peft.METHOD.OPTION=VALUE with METHOD among {', '.join(OPTION_METHODS)}, "
+                f"got {'peft.' + item!r}"
             )
         blocks.setdefault(method, {})[option] = yaml.safe_load(raw)
     peft = {}
@@ -106,15 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="backbone size overrides, e.g. depth=2 trans_dim=32 (official config names)",
-    )
-    parser.add_argument(
-        "--peft-set",
-        nargs="+",
-        default=[],
-        metavar="METHOD.OPTION=VALUE",
-        help="options of a method's own block, e.g. idpt.prompt_layer=1 pointgst.local=8 (for small --set sizes; "
-        "default: the official values)",
+        help="backbone sizes and methods' options as in the other tools, e.g. backbone.depth=2 "
+        "backbone.trans_dim=32 peft.idpt.prompt_layer=1 peft.pointgst.local=8 (method options "
+        "default to the official values)",
     )
     parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -134,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cuda = args.device == "cuda"
     try:
-        model = {**POINT_MAE_SCANOBJECTNN, **parse_overrides(args.set)}
+        sizes, options = split_overrides(args.set)
+        model = {**POINT_MAE_SCANOBJECTNN, **parse_overrides(sizes)}
         settings = BenchmarkSettings(
             device=args.device,
             batch_size=args.batch_size if args.batch_size is not None else (32 if cuda else 8),
@@ -149,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             seed=args.seed,
             contention=args.contention,
-            peft=parse_peft_overrides(args.peft_set, args.methods),
+            peft=parse_peft_overrides(options, args.methods),
         )
         progress = lambda section: print(f"[benchmark] {section} ...", file=sys.stderr, flush=True)  # noqa: E731
         results = run_benchmark(settings, progress=progress)

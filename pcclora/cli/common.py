@@ -37,6 +37,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cfg_required: bool = T
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides training.device)")
 
 
+def echo_translation(line: str) -> None:
+    """Print one line of an official config's translation (``load_config(..., echo=...)``) on stderr,
+    so that machine-readable output on stdout (``--json``) stays clean."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_tool(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
     """Run ``main`` and exit with its code; a ToolkitError becomes ``error: <message>`` and exit 2.
 

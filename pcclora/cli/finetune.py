@@ -20,7 +20,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pcclora.cli.common import INTERRUPTED_EXIT, add_config_arguments, run_tool
+from backbones import backbone_defaults, list_backbones
+from backbones.errors import ConfigError
+from pcclora.cli.common import INTERRUPTED_EXIT, add_config_arguments, echo_translation, run_tool
+from pcclora.config import available_configs, backbone_configs, config_description, load_config
+from pcclora.engine import finetune, load_run_for_resume
+from pcclora.peft import PEFT_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics.csv, summary.json, plots, checkpoints/, tensorboard/ and model_merged.pth are removed once every "
         "check has passed (other files stay); refused while a run holds the folder",
     )
+    listing = parser.add_argument_group("what is packaged (print and exit)")
+    listing.add_argument("--list-configs", action="store_true", help="the packaged configs, one line each")
+    listing.add_argument("--list-backbones", action="store_true", help="the registered backbones and their sizes")
+    listing.add_argument("--list-methods", action="store_true", help="the fine-tuning methods (peft.method)")
     parser.add_argument(
         "--export",
         nargs="?",
@@ -58,11 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def list_packaged(args: argparse.Namespace) -> list[str]:
+    """The lines ``--list-configs``, ``--list-backbones`` and ``--list-methods`` print."""
+    lines: list[str] = []
+    if args.list_configs:
+        names = available_configs() + backbone_configs()
+        width = max(len(name) for name in names)
+        lines += ["packaged configs (--cfg NAME):"] + [f"  {n:<{width}}  {config_description(n)}" for n in names]
+    if args.list_backbones:
+        lines.append("backbones (backbone.name), default sizes:")
+        for name in list_backbones():
+            sizes = ", ".join(f"{key}={value}" for key, value in backbone_defaults(name).items())
+            lines.append(f"  {name}: {sizes}")
+    if args.list_methods:
+        lines.append(f"methods (peft.method): {', '.join(PEFT_METHODS)}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pcclora.config import ConfigError, load_config
-    from pcclora.engine import finetune, load_run_for_resume
-
+    listed = list_packaged(args)
+    if listed:
+        print("\n".join(listed))
+        return 0
     resume = None
     if args.resume:
         if args.output is None:
@@ -73,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cfg is None:
         raise ConfigError("--cfg is required (e.g. --cfg demo.yaml or --cfg scanobjectnn_hardest.yaml)")
     else:
-        config = load_config(args.cfg, args.overrides, method=args.method)
+        config = load_config(args.cfg, args.overrides, method=args.method, echo=echo_translation)
     if args.ckpt is not None:
         config["backbone"]["checkpoint"] = args.ckpt
     if args.data_root is not None:

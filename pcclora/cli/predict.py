@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from backbones.errors import ConfigError
-from pcclora.cli.common import run_tool, write_text_atomic
+from pcclora.cli.common import echo_translation, run_tool
 from pcclora.config import load_config
-from pcclora.predict import NORMALIZE_CHOICES, predict
+from pcclora.engine.files import write_text_atomic
+from pcclora.prediction import NORMALIZE_CHOICES, predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.output is not None and args.output.suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--output {args.output}: give a .csv or .json file name")
-    config = load_config(args.cfg, args.overrides) if args.cfg is not None else None
+    config = load_config(args.cfg, args.overrides, echo=echo_translation) if args.cfg is not None else None
     rows = predict(
         args.ckpt,
         args.inputs,

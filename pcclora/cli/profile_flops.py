@@ -8,8 +8,9 @@ For every method (default: all of them) the config's backbone is built with rand
 counts do not depend on them) and profiled at batch 1 and the config's ``dataset.npoints``: total
 and trainable parameters, conv+linear MACs (the "GFLOPs" of the published tables), MACs with
 attention (fvcore's convention), FLOPs (2 per multiply-add), for the training-time model and,
-where something merges, the merged inference model.  The published figures
-of other point-cloud PEFT methods follow, labelled "published".  Latency and throughput are
+where something merges, the merged inference model.  The published figures of the profiled
+backbone follow, labelled "published" (for Point-MAE: the other point-cloud PEFT methods; for ACT,
+ReCon and PointGPT: the whole model as its paper reports it).  Latency and throughput are
 measured on --device at batch 1 and 32 unless --no-latency.
 """
 
@@ -20,7 +21,7 @@ import json
 from collections.abc import Sequence
 
 from backbones.errors import ConfigError
-from pcclora.cli.common import run_tool
+from pcclora.cli.common import echo_translation, run_tool
 from pcclora.config import load_config
 from pcclora.device import resolve_device
 from pcclora.peft import PEFT_METHODS
@@ -91,7 +92,7 @@ def report_text(args: argparse.Namespace) -> str:
             f"need --warmup >= 0, --repeats >= 1 and batch sizes >= 1, got --warmup {args.warmup} "
             f"--repeats {args.repeats} --batch-sizes {' '.join(map(str, args.batch_sizes))}"
         )
-    config = load_config(args.cfg, args.overrides)
+    config = load_config(args.cfg, args.overrides, echo=echo_translation)
     device = resolve_device(args.device, allow_auto=False)
     methods = list(dict.fromkeys(args.method))
     # each method with its own peft block (its packaged recipe, then --set: peft.<method>.* reaches it)
@@ -107,7 +108,7 @@ def report_text(args: argparse.Namespace) -> str:
         f"{config['name']}: {config['backbone']['name']}, {npoints} points, {backbone.num_group} groups × "
         f"{backbone.group_size}, batch 1, random weights (counts do not depend on them); "
         f"peft: rank {peft['rank']}, num_bases {peft['num_bases']}",
-        report.compute_table(profiles, published=args.published),
+        report.compute_table(profiles, published=args.published, backbone=config["backbone"]["name"]),
         report.tokenizer_line(tokenizer_estimate_for(config, backbone)),
         report.breakdown_lines(profiles),
     ]

@@ -20,7 +20,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from pcclora.cli.common import add_config_arguments, run_tool
+from pcclora.cli.common import add_config_arguments, echo_translation, run_tool
+from pcclora.tables import render_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.votes < 0:
         raise ConfigError(f"--votes must be >= 0, got {args.votes}")
-    config = load_config(args.cfg, args.overrides) if args.cfg is not None else None
+    config = load_config(args.cfg, args.overrides, echo=echo_translation) if args.cfg is not None else None
     result = evaluate_checkpoint(
         args.ckpt,
         config=config,
@@ -59,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     epoch = f", epoch {result['epoch']}" if "epoch" in result else ""
     print(f"checkpoint {result['checkpoint']} ({result['method']}{epoch}), {result['num_samples']} test samples")
+    rows = [
+        [row["class"], str(row["samples"]), "-" if row["accuracy"] is None else f"{row['accuracy']:.2f}"]
+        for row in result["per_class"]
+    ]
+    print(render_table(["class", "test samples", "accuracy %"], rows))
     print(f"OA {result['oa']:.2f}  mAcc {result['macc']:.2f}")
     if "vote_oa" in result:
         print(

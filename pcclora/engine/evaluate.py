@@ -25,6 +25,7 @@ from datasets.transforms import fps_points_for, fps_subsample, scale_and_transla
 from pcclora.device import autocast
 from pcclora.engine.distributed import DistributedContext, all_gather_objects
 from pcclora.engine.metrics import Accuracy
+from pcclora.engine.progress import Progress
 
 
 def _nonfinite_samples(logits: torch.Tensor) -> torch.Tensor:
@@ -60,21 +61,26 @@ def evaluate(
     num_classes: int,
     context: DistributedContext,
     amp: bool = False,
+    progress: Progress | None = None,
 ) -> Accuracy:
     """OA / mAcc / confusion of ``model`` on the loader's samples, each FPS-sampled to ``npoints``.
+
+    ``progress`` (optional) is told after each batch.
 
     Raises:
         NonFiniteError: a logit of any sample is NaN or infinite.
     """
     model.eval()
     predictions, labels, nonfinite = [], [], torch.zeros((), dtype=torch.long, device=context.device)
-    for points, target in loader:
+    for index, (points, target) in enumerate(loader):
         points = fps_subsample(points.to(context.device, non_blocking=True)[..., :3].contiguous(), npoints)
         with autocast(context.device, amp):
             logits = model(points)
         nonfinite += _nonfinite_samples(logits)
         predictions.append(logits.argmax(dim=-1))
         labels.append(target)
+        if progress is not None:
+            progress.update(index + 1)
     return _gather_accuracy(predictions, labels, num_classes, context, nonfinite)
 
 
@@ -89,6 +95,7 @@ def evaluate_votes(
     generator: torch.Generator,
     context: DistributedContext,
     amp: bool = False,
+    progress: Progress | None = None,
 ) -> Accuracy:
     """Accuracy of the logits averaged over ``num_votes`` random subsets + scale/translate.
 
@@ -101,7 +108,7 @@ def evaluate_votes(
     """
     model.eval()
     predictions, labels, nonfinite = [], [], torch.zeros((), dtype=torch.long, device=context.device)
-    for points, target in loader:
+    for index, (points, target) in enumerate(loader):
         points = points.to(context.device, non_blocking=True)[..., :3].contiguous()
         pool_size = min(fps_points_for(npoints), points.shape[1])
         pool = fps_subsample(points, pool_size)
@@ -118,4 +125,6 @@ def evaluate_votes(
         nonfinite += _nonfinite_samples(logit_sum)  # a NaN or Inf of any vote stays in the sum
         predictions.append((logit_sum / num_votes).argmax(dim=-1))
         labels.append(target)
+        if progress is not None:
+            progress.update(index + 1)
     return _gather_accuracy(predictions, labels, num_classes, context, nonfinite)

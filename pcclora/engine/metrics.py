@@ -38,6 +38,16 @@ class Accuracy:
         mean_class = float(recalls.mean() * 100.0) if present.any() else 0.0
         return cls(overall=overall, mean_class=mean_class, confusion=confusion.to(torch.int64))
 
+    def per_class(self, class_names: list[str] | None = None) -> list[dict[str, object]]:
+        """One ``{"class", "samples", "accuracy"}`` per class (accuracy None for a class with no sample)."""
+        counts = self.confusion.sum(dim=1)
+        rows = []
+        for index, samples in enumerate(counts.tolist()):
+            name = class_names[index] if class_names and index < len(class_names) else f"class {index}"
+            accuracy = 100.0 * float(self.confusion[index, index]) / samples if samples else None
+            rows.append({"class": name, "samples": int(samples), "accuracy": accuracy})
+        return rows
+
     @classmethod
     def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Accuracy:
         """From predicted and true class indices, both (M,)."""

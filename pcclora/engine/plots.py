@@ -15,37 +15,40 @@ import torch  # noqa: E402
 from pcclora.engine.files import atomic_write  # noqa: E402
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Three panels against the epoch: train loss, test OA / mAcc (and train acc), lr."""
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, metrics: Sequence[Any]) -> None:
+    """Three panels against the epoch: train loss, the task's test metrics (and train acc), lr.
+
+    Args:
+        history: one row per epoch (``epoch``, ``lr``, ``train_loss`` and the metrics' keys).
+        metrics: the task's :class:`~pcclora.engine.task.Metric` s; the first is drawn thick and
+            solid underneath, the others thin and dashed on top, so all stay visible when they are
+            equal (a balanced test set makes mAcc equal OA).
+    """
     epochs = [row["epoch"] for row in history]
-    figure, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+    figure, (ax_loss, ax_metric, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    ax_acc.plot(epochs, [row["train_acc"] for row in history], label="train acc", color="tab:gray", alpha=0.8)
-    # OA thick and solid underneath, mAcc thin and dashed on top: both stay visible when they are
-    # equal (a balanced test set makes mAcc equal OA).
-    ax_acc.plot(epochs, [row["test_oa"] for row in history], label="test OA", color="tab:blue", linewidth=3.0)
-    ax_acc.plot(
-        epochs,
-        [row["test_macc"] for row in history],
-        label="test mAcc",
-        color="tab:orange",
-        linewidth=1.2,
-        linestyle="--",
-        marker="o",
-        markersize=3,
-    )
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.legend()
+    if "train_acc" in history[0]:
+        ax_metric.plot(epochs, [row["train_acc"] for row in history], label="train acc", color="tab:gray", alpha=0.8)
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    for index, metric in enumerate(metrics):
+        style = (
+            {"linewidth": 3.0} if index == 0 else {"linewidth": 1.2, "linestyle": "--", "marker": "o", "markersize": 3}
+        )
+        values = [row[metric.key] for row in history]
+        ax_metric.plot(epochs, values, label=f"test {metric.label}", color=colors[index % len(colors)], **style)
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylabel("%")
+    ax_metric.legend()
     ax_lr.plot(epochs, [row["lr"] for row in history])
     ax_lr.set_xlabel("epoch")
     ax_lr.set_ylabel("learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     figure.tight_layout()
-    _save(figure, path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: Path, title: str) -> None:

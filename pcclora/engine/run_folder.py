@@ -48,19 +48,6 @@ CHECKPOINT_FILES = ("last.pth", "best.pth")
 #: The lock file a running run holds.
 LOCK_FILE = ".lock"
 
-METRIC_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_ce",
-    "train_sade",
-    "train_reg",
-    "train_acc",
-    "test_oa",
-    "test_macc",
-    "epoch_seconds",
-)
-
 
 class RunFolder:
     """Files of one fine-tuning run under ``root``."""
@@ -103,21 +90,21 @@ class RunFolder:
         """Rewrite ``metrics.csv`` from the whole history, atomically (a resumed run has one clean file)."""
         if not self.active:
             return
+        columns = metric_columns(history)
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            # rows of a run resumed from an older version may lack newer columns
-            writer.writerow({key: _rounded(row.get(key, "")) for key in METRIC_COLUMNS})
+            writer.writerow({key: _rounded(row.get(key, "")) for key in columns})
         write_text_atomic(self.root / "metrics.csv", text.getvalue())
 
     def add_scalars(self, row: Mapping[str, Any]) -> None:
         """One epoch's figures to TensorBoard (when installed)."""
         if self._writer is None:
             return
-        for key in METRIC_COLUMNS[1:]:
-            if key in row:
-                self._writer.add_scalar(key, row[key], row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self._writer.add_scalar(key, value, row["epoch"])
         self._writer.flush()
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
@@ -290,6 +277,7 @@ class RunFolderClaim:
         self.overwrite = overwrite
         self.lock = RunFolderLock(self.root)
         self._created: list[Path] = []
+        self._made: list[Path] = []  # the folders this run created, kept after commit for discard()
         self._earlier: list[str] = []
 
     def open(self) -> RunFolderClaim:
@@ -322,7 +310,7 @@ class RunFolderClaim:
 
     def commit(self) -> list[str]:
         """Clear the way for the run's files; returns what was removed, as log lines."""
-        self._created = []
+        self._made, self._created = self._created, []
         messages = []
         if self._earlier and self.overwrite and not self.resuming:
             remove_earlier_run(self.root)
@@ -336,6 +324,33 @@ class RunFolderClaim:
     def release(self) -> None:
         """End the claim: release the lock (the run's files stay)."""
         self.lock.release()
+
+    def discard(self) -> str:
+        """Remove what a new run wrote, when it ended before any epoch was saved; says what it did.
+
+        The run's files go, and so do the folders the run created when nothing else is left in
+        them; other files in the folder stay. Call before :meth:`release`.
+        """
+        remove_earlier_run(self.root)
+        removed = []
+        for folder in reversed(self._made):
+            try:
+                folder.rmdir() if folder != self.root else _remove_run_root(folder, self.lock.path)
+            except OSError:  # someone else's files are there: keep the folder
+                break
+            removed.append(folder)
+        self._made = []
+        if self.root in removed:
+            return f"the run folder {self.root} was removed"
+        return f"the run's files were removed from {self.root}"
+
+
+def _remove_run_root(root: Path, lock_path: Path) -> None:
+    """Remove ``root`` when it holds nothing but the lock file (still held by this process)."""
+    if any(entry != lock_path for entry in root.iterdir()):
+        raise OSError(f"{root} is not empty")
+    lock_path.unlink(missing_ok=True)
+    root.rmdir()
 
 
 def _read_pid(handle: int) -> str | None:
@@ -372,6 +387,11 @@ def check_export_path(path: Path | str) -> None:
             f"--export {path} is a folder; give the path of the file to write, e.g. {Path(path) / 'model_merged.pth'}"
         )
     _check_no_file_in_the_way(Path(path), Path(path).parents, "--export")
+
+
+def metric_columns(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """metrics.csv's columns: every key of the history rows, in the order they first appear."""
+    return list(dict.fromkeys(key for row in history for key in row))
 
 
 def _rounded(value: Any) -> Any:

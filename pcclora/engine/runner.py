@@ -19,21 +19,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from backbones.checkpoint import MODEL_INFO_KEY, stored_model_info
 from backbones.errors import CheckpointError, ConfigError, NonFiniteError
 from pcclora.config import check_run_numbers, config_from_dict, with_absolute_paths
 from pcclora.engine.checkpoint import (
     check_run_checkpoint,
-    export_merged,
     is_run_checkpoint,
     model_info,
     read_checkpoint_file,
     run_checkpoint_state,
     save_atomic,
 )
-from pcclora.engine.data import RunData, build_run_data, check_batch_size, test_loader, train_loader
+from pcclora.engine.data import RunData, check_batch_size, test_loader, train_loader
 from pcclora.engine.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -41,11 +39,10 @@ from pcclora.engine.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from pcclora.engine.evaluate import evaluate, evaluate_votes
-from pcclora.engine.metrics import Accuracy
-from pcclora.engine.model import backbone_checkpoint_path, build_model, describe_trainable, load_official_model, unwrap
+from pcclora.engine.model import backbone_checkpoint_path, describe_trainable, load_official_model, unwrap
 from pcclora.engine.optim import build_optimizer
-from pcclora.engine.plots import plot_confusion, plot_curves
+from pcclora.engine.plots import plot_curves
+from pcclora.engine.progress import Progress
 from pcclora.engine.run_folder import (
     RunFolder,
     RunFolderClaim,
@@ -63,7 +60,11 @@ from pcclora.engine.seeding import (
     use_deterministic_algorithms,
 )
 from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
-from pcclora.engine.trainer import check_finite_state, nonfinite_state, train_one_epoch
+from pcclora.engine.task import Evaluation, Task, get_task
+
+# The built-in tasks register themselves on import (a config names one with ``task:``).
+from pcclora.engine import classification  # noqa: E402, F401  isort: skip
+from pcclora.engine.trainer import check_finite_state, nonfinite_state
 from pcclora.peft import METHODS, count_parameters, load_adapter_state_dict
 from pcclora.profiling import profile
 
@@ -79,7 +80,11 @@ def _configure_device(config: dict[str, Any], context: DistributedContext, log: 
 
 
 def _log_model(
-    model: nn.Module, config: dict[str, Any], data: RunData, context: DistributedContext, log: Callable[[str], None]
+    model: nn.Module,
+    config: dict[str, Any],
+    sample: torch.Tensor,
+    context: DistributedContext,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Log parameter counts (and compute figures when ``training.profile``); return the counts."""
     counts = count_parameters(model)
@@ -90,8 +95,7 @@ def _log_model(
     )
     log("parameter groups: " + ", ".join(f"{key} {value:,}" for key, value in counts["groups"].items()))
     if config["training"]["profile"] and context.is_main:
-        sample = data.test[0][0][None, :, :3].to(context.device)
-        points = sample[:, : config["dataset"]["npoints"]]
+        points = sample.to(context.device)
         figures = profile(model, points)
         log(
             f"compute at batch 1, {points.shape[1]} points: {figures['macs_conv_linear'] / 1e9:.3f} G conv+linear "
@@ -100,17 +104,12 @@ def _log_model(
     return counts
 
 
-def _progress_bar(context: DistributedContext, epoch: int, total: int) -> Any:
-    """A tqdm bar on the main process' console (silent when stderr is not a terminal)."""
-    bar = tqdm(
-        total=total, desc=f"epoch {epoch}", leave=False, disable=None if context.is_main else True, dynamic_ncols=True
-    )
+def _epoch_progress(context: DistributedContext, epoch: int, total: int, interval_s: float) -> Any:
+    """The trainer's per-batch callback: a bar on a terminal, a line every ``interval_s`` otherwise."""
+    progress = Progress(f"epoch {epoch}", total, enabled=context.is_main, interval_s=interval_s)
 
     def update(index: int, num_batches: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if index + 1 == num_batches:
-            bar.close()
+        progress.update(index + 1, loss=loss)
 
     return update
 
@@ -221,6 +220,7 @@ def _load_resume_state(model: nn.Module, optimizer: torch.optim.Optimizer, resum
 class _PreparedRun:
     """What a run builds before it writes its first file."""
 
+    task: Task
     data: RunData
     model: nn.Module
     counts: dict[str, Any]
@@ -241,20 +241,24 @@ def _prepare(
         messages.append(message)
 
     training = config["training"]
+    task = get_task(config["task"])
+    if training["vote"] > 0 and not task.supports_voting:
+        raise ConfigError(f"training.vote is not available for task {task.name!r}; set it to 0")
     backbone_checkpoint_path(config["backbone"]["checkpoint"])  # fail before the data is read
     _configure_device(config, context, log_early)
-    data = build_run_data(config["dataset"], log_early)
+    data = task.build_data(config, log_early)
     check_batch_size(len(data.train), training["batch_size"], context.world_size)
     log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
-    model = build_model(config, data.num_classes, log_early).to(context.device)  # reads the checkpoint
-    counts = _log_model(model, config, data, context, log_early)  # a failing profile forward writes nothing
-    optimizer = build_optimizer(model, config["optimizer"])
+    model = task.build_model(config, data, log_early).to(context.device)  # reads the checkpoint
+    sample = task.sample_input(data, config)
+    counts = _log_model(model, config, sample, context, log_early)  # a failing profile forward writes nothing
+    optimizer = build_optimizer(model, config["optimizer"], training["cls_lr_scale"])
     schedule = build_schedule(config["scheduler"], config["optimizer"]["lr"])
     for line in describe_schedule(schedule, training["max_epoch"]):
         log_early(line)
     if resume is not None:
         _load_resume_state(model, optimizer, resume, root)
-    return _PreparedRun(data, model, counts, optimizer, schedule, messages)
+    return _PreparedRun(task, data, model, counts, optimizer, schedule, messages)
 
 
 def _finetune(
@@ -309,7 +313,7 @@ def _run(
     """Write the run folder and train: the part of a run that changes files."""
     training = config["training"]
     seed = training["seed"]
-    data, model, counts = prepared.data, prepared.model, prepared.counts
+    task, data, model, counts = prepared.task, prepared.data, prepared.model, prepared.counts
     optimizer, schedule = prepared.optimizer, prepared.schedule
     folder_messages = claim.commit() if claim is not None else []
     run = RunFolder(root, active=context.is_main, use_tensorboard=training["tensorboard"])
@@ -340,8 +344,8 @@ def _run(
     info = model_info(config, num_classes, data.class_names)
     max_epoch = training["max_epoch"]
     status = "finished"
-    vote: Accuracy | None = None
-    last_accuracy: Accuracy | None = None
+    vote: Evaluation | None = None
+    last_evaluation: Evaluation | None = None
     epoch = start_epoch
     stage = "loss"  # what a NonFiniteError is about: loss, weights, logits (test) or vote logits
     phase = "epoch"  # what Ctrl-C interrupts: an epoch, the final voting evaluation, the export
@@ -353,7 +357,7 @@ def _run(
             lr = schedule.apply(optimizer, epoch)
             loader = train_loader(data.train, training["batch_size"], seed, epoch, context, training["num_workers"])
             stage = "loss"
-            stats = train_one_epoch(
+            figures = task.train_epoch(
                 model,
                 core,
                 loader,
@@ -362,68 +366,63 @@ def _run(
                 generator,
                 context,
                 epoch,
-                _progress_bar(context, epoch, len(loader)),
+                _epoch_progress(context, epoch, len(loader), training["progress_interval"]),
             )
             # An epoch is saved only when its trained tensors are finite and its evaluation gave
             # finite logits: a NaN can reach the weights in the epoch's last step before any loss shows it.
             stage = "weights"
             check_finite_state(core, optimizer, epoch, context)
             stage = "logits"
-            accuracy = evaluate(model, test_data, config["dataset"]["npoints"], num_classes, context, training["amp"])
+            evaluation = task.evaluate(model, test_data, config, context)
             row = {
                 "epoch": epoch,
                 "lr": lr,
-                "train_loss": stats.loss,
-                "train_ce": stats.ce,
-                "train_sade": stats.sade,
-                "train_reg": stats.reg,
-                "train_acc": stats.acc,
-                "test_oa": accuracy.overall,
-                "test_macc": accuracy.mean_class,
+                **figures,
+                **evaluation.metrics,
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
-            _commit_epoch(run, core, optimizer, config, history, row, context, info)
-            last_accuracy = accuracy
+            _commit_epoch(run, task, core, optimizer, config, history, row, context, info)
+            last_evaluation = evaluation
             if context.is_main:
                 run.add_scalars(row)
-                plot_curves(history, run.root / "curves.png")
+                plot_curves(history, run.root / "curves.png", task.metrics)
             barrier(context)
         if training["vote"] > 0:
             stage, phase = "vote logits", "final voting evaluation"
             generator = torch.Generator().manual_seed(derive_seed(seed, VOTE_STREAM, context.rank))
-            vote = evaluate_votes(
-                model,
-                test_data,
-                config["dataset"]["npoints"],
-                num_classes,
-                training["vote"],
-                config["dataset"]["augment"],
-                generator,
-                context,
-                training["amp"],
-            )
-            run.log(
-                f"voting ({training['vote']} votes, logits averaged, one run): "
-                f"OA {vote.overall:.2f}  mAcc {vote.mean_class:.2f}"
-            )
+            vote = task.vote(model, test_data, config, training["vote"], generator, context)
+            figures_text = "  ".join(f"{m.label} {vote.metrics[m.key]:.2f}" for m in task.metrics)
+            run.log(f"voting ({training['vote']} votes, logits averaged, one run): {figures_text}")
         if export is not None and context.is_main:
             phase = "export of the merged model"
-            path = export_merged(core, export or run.root / "model_merged.pth", info)
+            path = task.export(core, Path(export or run.root / "model_merged.pth"), info)
             run.log(f"exported the merged model (official fine-tuned layout) to {path}")
     except KeyboardInterrupt:
         status = "interrupted"
-        run.log(_interrupted_message(phase, epoch, history, run))
+        if not history and resume is None:  # nothing to resume: leave no half-made run behind
+            run.close()
+            removed = claim.discard() if claim is not None else "nothing was written"
+            if context.is_main:
+                print(
+                    f"interrupted during epoch {epoch}, before any epoch finished: there is nothing to resume; "
+                    f"{removed}",
+                    flush=True,
+                )
+            elapsed = time.perf_counter() - started
+            return build_summary(config, history, num_classes, counts, status, str(root), None, elapsed, task.metrics)
+        run.log(_interrupted_message(phase, epoch, history, run, task.tool))
     except NonFiniteError as error:
         status = f"stopped: non-finite {stage}"
-        message = _nonfinite_message(error, stage, epoch, history, run)
+        message = _nonfinite_message(error, stage, epoch, history, run, task.primary.key)
         run.log(f"error: {message}", echo=False)  # the tools print it once, as every error
-        _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+        _finish(run, task, config, history, num_classes, counts, status, vote, last_evaluation, data, started)
         raise NonFiniteError(message) from None
-    return _finish(run, config, history, num_classes, counts, status, vote, last_accuracy, data, started)
+    return _finish(run, task, config, history, num_classes, counts, status, vote, last_evaluation, data, started)
 
 
 def _commit_epoch(
     run: RunFolder,
+    task: Task,
     core: nn.Module,
     optimizer: torch.optim.Optimizer,
     config: dict[str, Any],
@@ -439,7 +438,8 @@ def _commit_epoch(
     Ctrl-C (SIGINT) is held back until the epoch's log line is written, and the line is written
     even when something else interrupts the unit after ``last.pth`` was saved.
     """
-    improved = not history or row["test_oa"] > max(old["test_oa"] for old in history)
+    key = task.primary.key
+    improved = not history or row[key] > max(old[key] for old in history)
     with _sigint_held():
         if context.is_main:
             state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row], info)
@@ -447,16 +447,11 @@ def _commit_epoch(
                 save_atomic(state, run.best_checkpoint)
             save_atomic(state, run.last_checkpoint)
         history.append(row)
-        best = best_epoch_row(history)
+        best = best_epoch_row(history, key)
         try:
             run.write_metrics(history)
         finally:
-            run.log(
-                f"epoch {row['epoch']:3d}/{config['training']['max_epoch']}  lr {row['lr']:.2e}  "
-                f"loss {row['train_loss']:.4f}  train acc {row['train_acc']:6.2f}  test OA {row['test_oa']:6.2f}  "
-                f"mAcc {row['test_macc']:6.2f}  (best OA {best['test_oa']:.2f} @ {best['epoch']})  "
-                f"{row['epoch_seconds']:.1f}s"
-            )
+            run.log(task.epoch_line(row, best, config["training"]["max_epoch"]))
 
 
 @contextmanager
@@ -479,13 +474,11 @@ def _sigint_held() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], run: RunFolder) -> str:
-    """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists)."""
-    if not history:
-        return (
-            f"interrupted during epoch {epoch}: no epoch finished, so no checkpoint was written; start the run "
-            "again with the same command and --overwrite"
-        )
+def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], run: RunFolder, tool: str) -> str:
+    """What Ctrl-C stopped and which epoch ``last.pth`` holds (the last one whose checkpoint exists).
+
+    Only for runs with a saved epoch: a new run interrupted before it has one is removed instead.
+    """
     saved = history[-1]["epoch"]
     if phase != "epoch":
         what = f"interrupted during the {phase}"
@@ -495,12 +488,12 @@ def _interrupted_message(phase: str, epoch: int, history: list[dict[str, Any]], 
         what = f"interrupted during epoch {epoch}"
     return (
         f"{what}: {run.last_checkpoint} holds epoch {saved}, the last finished one; "
-        f"continue with: python tools/finetune.py --output {run.root} --resume"
+        f"continue with: python tools/{tool}.py --output {run.root} --resume"
     )
 
 
 def _nonfinite_message(
-    error: NonFiniteError, stage: str, epoch: int, history: list[dict[str, Any]], run: RunFolder
+    error: NonFiniteError, stage: str, epoch: int, history: list[dict[str, Any]], run: RunFolder, key: str
 ) -> str:
     """Why the run stopped, which checkpoints are kept (never a non-finite one), what to do."""
     if stage == "vote logits":
@@ -508,7 +501,7 @@ def _nonfinite_message(
     if stage == "logits":
         error = NonFiniteError(f"{error} after epoch {epoch}: training stopped")
     if history:
-        best = best_epoch_row(history)
+        best = best_epoch_row(history, key)
         kept = (
             f"the last good checkpoint is kept: {run.last_checkpoint} (epoch {history[-1]['epoch']}), and "
             f"{run.best_checkpoint} (epoch {best['epoch']}); their weights and test logits are finite"
@@ -523,33 +516,36 @@ def _nonfinite_message(
 
 def _finish(
     run: RunFolder,
+    task: Task,
     config: dict[str, Any],
     history: list[dict[str, Any]],
     num_classes: int,
     counts: dict[str, Any],
     status: str,
-    vote: Accuracy | None,
-    last_accuracy: Accuracy | None,
+    vote: Evaluation | None,
+    last_evaluation: Evaluation | None,
     data: RunData,
     started: float,
 ) -> dict[str, Any]:
-    """Write summary.json and confusion.png, print the final summary; return the summary."""
+    """Write summary.json and the task's figures, print the final summary; return the summary."""
     summary = build_summary(
-        config, history, num_classes, counts, status, str(run.root), vote, time.perf_counter() - started
+        config,
+        history,
+        num_classes,
+        counts,
+        status,
+        str(run.root),
+        None if vote is None else vote.metrics,
+        time.perf_counter() - started,
+        task.metrics,
     )
     if history:
         run.write_metrics(history)  # complete even when an interruption came between a save and its row
     run.write_summary(summary)
-    if run.active and last_accuracy is not None:
-        names = list(data.class_names) + [f"class {index}" for index in range(len(data.class_names), num_classes)]
-        plot_confusion(
-            last_accuracy.confusion,
-            names[:num_classes],
-            run.root / "confusion.png",
-            f"test, epoch {history[-1]['epoch']}",
-        )
+    if run.active and last_evaluation is not None:
+        task.final_figures(run.root, last_evaluation, data, num_classes, history[-1]["epoch"])
     if history:
-        run.log(summary_line(summary, random_backbone=not config["backbone"]["checkpoint"]))
+        run.log(summary_line(summary, not config["backbone"]["checkpoint"], task.metrics))
     run.close()
     return summary
 
@@ -574,7 +570,8 @@ def evaluate_checkpoint(
         export: write the merged model as ``{'base_model': ...}`` here.
 
     Returns:
-        ``{"checkpoint", "method", "num_samples", "oa", "macc"}`` plus ``vote_oa``, ``vote_macc``,
+        ``{"checkpoint", "method", "num_samples", "oa", "macc", "per_class"}`` (``per_class``: one
+        ``{"class", "samples", "accuracy"}`` per class) plus ``vote_oa``, ``vote_macc``,
         ``votes`` when voting ran and ``export`` when exported.
     """
     checkpoint = read_checkpoint_file(checkpoint_path)
@@ -593,15 +590,18 @@ def evaluate_checkpoint(
     if device is not None:
         config["training"]["device"] = device
     check_run_numbers(config)
+    task = get_task(config["task"])
+    if votes > 0 and not task.supports_voting:
+        raise ConfigError(f"--votes is not available for task {task.name!r}")
     if export is not None:
         if run_checkpoint:
             _check_exportable(config)
         check_export_path(export)
     context = init_distributed(config["training"]["device"])
     try:
-        data = build_run_data(config["dataset"], with_train=False)
+        data = task.build_data(config, lambda message: None, with_train=False)
         if run_checkpoint:
-            model = build_model(config, data.num_classes, log=lambda message: None)
+            model = task.build_model(config, data, lambda message: None)
             load_adapter_state_dict(model, checkpoint["adapter"])
             method = config["peft"]["method"]
             bad = nonfinite_state(model)
@@ -617,9 +617,9 @@ def evaluate_checkpoint(
         model.to(context.device)
         training = config["training"]
         loader = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
-        npoints = config["dataset"]["npoints"]
+        progress = Progress("test", len(loader), context.is_main, training["progress_interval"])
         try:
-            accuracy = evaluate(model, loader, npoints, model.num_classes, context, training["amp"])
+            evaluation = task.evaluate(model, loader, config, context, progress)
         except NonFiniteError as error:
             raise NonFiniteError(
                 f"checkpoint {checkpoint_path}: {error}; an evaluation with non-finite logits is not a score; "
@@ -629,29 +629,19 @@ def evaluate_checkpoint(
             "checkpoint": str(checkpoint_path),
             "method": method,
             "num_samples": len(data.test),
-            "oa": accuracy.overall,
-            "macc": accuracy.mean_class,
+            **{metric.name: evaluation.metrics[metric.key] for metric in task.metrics},
+            **task.details_report(evaluation, data),
         }
         if run_checkpoint:
             result["epoch"] = checkpoint["epoch"]
         if votes > 0:
             generator = torch.Generator().manual_seed(derive_seed(training["seed"], VOTE_STREAM, context.rank))
-            vote = evaluate_votes(
-                model,
-                loader,
-                npoints,
-                model.num_classes,
-                votes,
-                config["dataset"]["augment"],
-                generator,
-                context,
-                training["amp"],
-            )
-            result.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=votes)
+            vote = task.vote(model, loader, config, votes, generator, context)
+            result.update({f"vote_{metric.name}": vote.metrics[metric.key] for metric in task.metrics}, votes=votes)
         if export is not None and context.is_main:
             info = stored_model_info(checkpoint) or model_info(config, model.num_classes, data.class_names)
             if run_checkpoint:
-                export_merged(model, export, info)
+                task.export(model, Path(export), info)
             else:
                 save_atomic({"base_model": model.state_dict(), MODEL_INFO_KEY: info}, export)
             result["export"] = str(export)

@@ -13,7 +13,7 @@ warmup_lr_init=1e-6, warmup_t=10, cycle_limit=1, t_in_epochs=True)`` and calls
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -44,10 +44,16 @@ class CosineWarmupSchedule:
         return self.lr_at(max(epoch - 1, 0))
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int) -> float:
-        """Set every parameter group's lr for ``epoch``; returns it."""
+        """Set every parameter group's lr for ``epoch``; returns the base lr.
+
+        A group with an ``lr_scale`` follows the same schedule from ``lr_scale`` times the base
+        lr (timm schedules each group from its own initial lr, with the same floor and warm-up
+        start).
+        """
         lr = self.lr_for_epoch(epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            scale = group.get("lr_scale", 1.0)
+            group["lr"] = lr if scale == 1.0 else replace(self, base_lr=self.base_lr * scale).lr_for_epoch(epoch)
         return lr
 
     def state_dict(self) -> dict[str, Any]:

@@ -5,13 +5,61 @@ Written as ``summary.json`` and printed as one line at the end of every run, fin
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import torch
 
-def best_epoch_row(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The history row with the highest test OA (the earliest epoch among equals)."""
-    return max(history, key=lambda row: (row["test_oa"], -row["epoch"]))
+from pcclora import __version__
+
+#: The repository this package runs from, when it is a git checkout (for the commit id).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_commit(root: Path = SOURCE_ROOT) -> str | None:
+    """The checkout's commit id (``+dirty`` with uncommitted changes), or None outside a checkout."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(wall_seconds: float) -> dict[str, Any]:
+    """Where and with what a run ran: versions, git commit, start time (UTC), host, command."""
+    started = datetime.now(timezone.utc) - timedelta(seconds=wall_seconds)
+    return {
+        "pcclora_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join(sys.argv),
+    }
+
+
+def best_epoch_row(history: Sequence[Mapping[str, Any]], key: str = "test_oa") -> Mapping[str, Any]:
+    """The history row with the highest ``key`` (the earliest epoch among equals)."""
+    return max(history, key=lambda row: (row[key], -row["epoch"]))
 
 
 def build_summary(
@@ -21,23 +69,28 @@ def build_summary(
     counts: Mapping[str, Any],
     status: str,
     run_folder: str,
-    vote: Any | None,
+    vote: Mapping[str, float] | None,
     wall_seconds: float,
+    metrics: Sequence[Any],
 ) -> dict[str, Any]:
     """The content of ``summary.json``.
 
     Args:
         config: the run's resolved config.
-        history: one row per finished epoch (``epoch``, ``test_oa``, ``test_macc``, ...).
+        history: one row per finished epoch (``epoch`` and the metrics' keys).
         num_classes: outputs of the model's head.
         counts: :func:`pcclora.count_parameters` of the model.
         status: ``"finished"``, ``"interrupted"`` or why the run stopped.
         run_folder: the run folder, as a string.
-        vote: the voting evaluation's :class:`~pcclora.engine.metrics.Accuracy`, or None.
+        vote: the voting evaluation's metrics (history keys), or None.
         wall_seconds: time since the run started.
+        metrics: the task's :class:`~pcclora.engine.task.Metric` s, the first ranking the epochs;
+            each gives ``best_<name>`` and ``last_<name>`` (and ``vote_<name>``), both of the
+            best epoch's row and of the last epoch's row.
     """
     summary: dict[str, Any] = {
         "config": config["name"],
+        "task": config["task"],
         "method": config["peft"]["method"],
         "backbone": config["backbone"]["name"],
         "backbone_checkpoint": config["backbone"]["checkpoint"],
@@ -51,32 +104,37 @@ def build_summary(
         "param_groups": dict(counts["groups"]),
         "wall_seconds": round(wall_seconds, 1),
         "run_folder": run_folder,
+        "provenance": provenance(wall_seconds),
     }
     if history:
-        best = best_epoch_row(history)
+        best = best_epoch_row(history, metrics[0].key)
         last = history[-1]
-        summary.update(
-            best_epoch=best["epoch"],
-            best_oa=best["test_oa"],
-            best_macc=best["test_macc"],
-            last_epoch=last["epoch"],
-            last_oa=last["test_oa"],
-            last_macc=last["test_macc"],
-        )
+        summary["best_epoch"] = best["epoch"]
+        summary.update({f"best_{metric.name}": best[metric.key] for metric in metrics})
+        summary["last_epoch"] = last["epoch"]
+        summary.update({f"last_{metric.name}": last[metric.key] for metric in metrics})
     if vote is not None:
-        summary.update(vote_oa=vote.overall, vote_macc=vote.mean_class, votes=config["training"]["vote"])
+        summary.update({f"vote_{metric.name}": vote[metric.key] for metric in metrics})
+        summary["votes"] = config["training"]["vote"]
     return summary
 
 
-def summary_line(summary: Mapping[str, Any], random_backbone: bool) -> str:
+def summary_line(summary: Mapping[str, Any], random_backbone: bool, metrics: Sequence[Any]) -> str:
     """The one line printed at the end of a run with at least one finished epoch."""
+    first, others = metrics[0], metrics[1:]
+
+    def figures(which: str) -> str:
+        text = f"{which} {first.label} {summary[f'{which}_{first.name}']:.2f}"
+        if others:
+            text += " (" + ", ".join(f"{m.label} {summary[f'{which}_{m.name}']:.2f}" for m in others) + ")"
+        return text
+
     line = (
-        f"summary ({summary['status']}): best OA {summary['best_oa']:.2f} (mAcc {summary['best_macc']:.2f}) at epoch "
-        f"{summary['best_epoch']}; last OA {summary['last_oa']:.2f} (mAcc {summary['last_macc']:.2f}) at epoch "
-        f"{summary['last_epoch']}"
+        f"summary ({summary['status']}): {figures('best')} at epoch {summary['best_epoch']}; "
+        f"{figures('last')} at epoch {summary['last_epoch']}"
     )
-    if "vote_oa" in summary:
-        line += f"; vote OA {summary['vote_oa']:.2f}"
+    if f"vote_{first.name}" in summary:
+        line += f"; vote {first.label} {summary[f'vote_{first.name}']:.2f}"
     line += f"; {summary['wall_seconds']:.0f}s; files in {summary['run_folder']}"
     if random_backbone:
         line += " [backbone from RANDOM weights, no pre-trained checkpoint]"

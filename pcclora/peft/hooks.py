@@ -56,8 +56,8 @@ class TokenHook(nn.Module):
 def _missing_message(model: nn.Module, method: str, missing: list[str]) -> str:
     return (
         f"method {method!r} changes the backbone's forward and needs {', '.join(missing)}, which "
-        f"{type(model).__name__} does not have; use a point-patch transformer of the zoo "
-        f"(backbones.list_backbones()), or a method that only wraps nn.Linear layers ({LINEAR_ONLY_METHODS})"
+        f"{type(model).__name__} does not have; use a backbone that offers it (point_mae, point_bert, "
+        f"act; recon for idpt and pointlora), or a method that only wraps nn.Linear layers ({LINEAR_ONLY_METHODS})"
     )
 
 

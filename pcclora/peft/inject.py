@@ -1,8 +1,12 @@
 """``apply_peft``: freeze a model, wrap its target linear layers, mark what trains.
 
 Works on any ``nn.Module`` whose target layers are ``nn.Linear``: targets are found by name
-suffix (``"attn.qkv"`` matches every module named ``….attn.qkv``); a target whose last name part
-is ``qkv`` is a fused q/k/v projection and counts as three layers of shape (d, d).
+suffix (``"attn.qkv"`` matches every module named ``….attn.qkv``), or by a glob pattern
+(``"blocks.layers.*.mlp.0"``, ``*`` matching any run of characters) over the whole name or a
+dotted suffix of it; a target whose last name part is ``qkv`` is a fused q/k/v projection and
+counts as three layers of shape (d, d). When the config does not name ``target_modules`` and the
+model declares ``peft_target_modules``, those are the targets (PointGPT: its extractor's
+``attn.out_proj``, ``mlp.0``, ``mlp.2``).
 
 What trains after :func:`apply_peft`:
 
@@ -25,6 +29,7 @@ IDPT, PPT, PointGST) only the frozen sub-trees that hold BatchNorm layers are ke
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 from torch import nn
@@ -62,6 +67,9 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
             is not an ``nn.Linear``, or nothing at all would be trained.
     """
     config = resolve_peft_config(cfg)
+    model_targets = getattr(model, "peft_target_modules", None)
+    if model_targets and (cfg is None or "target_modules" not in cfg):
+        config["target_modules"] = list(model_targets)
     if is_adapted(model):
         raise StateError(
             f"this {type(model).__name__} is already adapted "
@@ -155,12 +163,20 @@ def extra_parameter_names(model: nn.Module, names: list[str]) -> list[str]:
     return selected
 
 
+def target_matches(name: str, target: str) -> bool:
+    """Whether module ``name`` is selected by ``target``: equal to it or ending with ``"." + target``;
+    a target with ``*``, ``?`` or ``[`` is a glob pattern matched the same way."""
+    if any(char in target for char in "*?["):
+        return fnmatchcase(name, target) or fnmatchcase(name, "*." + target)
+    return name == target or name.endswith("." + target)
+
+
 def find_target_linears(model: nn.Module, targets: list[str]) -> list[tuple[str, nn.Linear]]:
-    """(name, Linear) of every module whose name equals or ends with ``"." + target``."""
+    """(name, Linear) of every module selected by a target (:func:`target_matches`)."""
     found: list[tuple[str, nn.Linear]] = []
     matched: set[str] = set()
     for name, module in model.named_modules():
-        hits = [target for target in targets if name == target or name.endswith("." + target)]
+        hits = [target for target in targets if target_matches(name, target)]
         if not hits:
             continue
         if not isinstance(module, nn.Linear):

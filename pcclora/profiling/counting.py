@@ -17,8 +17,9 @@ The counts are then split by *where* an op ran:
 - ``tokenizer``: inside a :class:`backbones.tokenizer.Group` (``group_divider``) — FPS/kNN are
   not part of any convention below; they get an analytic estimate (``tokenizer_cost``);
 - ``conv_linear``: inside an ``nn.Linear`` / ``nn.Conv*`` or an adapter wrapper of one (a module
-  with a ``base_layer`` that is such a layer), the outermost such module on the stack, so
-  un-merged adapter products count with the layer they adapt;
+  with a ``base_layer`` that is such a layer), or a module that declares ``counts_as_linear``
+  (PointGPT's fused in-projection, whose weight is a parameter of its attention), the outermost
+  such module on the stack, so un-merged adapter products count with the layer they adapt;
 - ``attention``: matmul-like ops anywhere else (in these backbones exactly ``q @ kᵀ`` and
   ``attn @ v``, whichever kernel runs them);
 - ``norm``: the normalisation entries.
@@ -109,8 +110,9 @@ EXTRA_FLOP_FORMULAS: dict[Any, Any] = {
 
 
 def is_linear_like(module: nn.Module) -> bool:
-    """Whether ``module`` is a Linear/Conv layer or an adapter wrapped around one."""
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+    """Whether ``module`` is a Linear/Conv layer, an adapter wrapped around one, or declares
+    ``counts_as_linear``."""
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or getattr(module, "counts_as_linear", False):
         return True
     return isinstance(getattr(module, "base_layer", None), (nn.Linear, nn.modules.conv._ConvNd))
 

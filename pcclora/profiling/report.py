@@ -6,7 +6,7 @@ from typing import Any
 
 from pcclora.tables import render_table
 
-from .published import PUBLISHED_ROWS
+from .published import PUBLISHED_SETTINGS, published_rows
 
 _COLUMNS = ("method", "model", "params", "trainable", "conv+linear GMACs", "GMACs w/ attn (fvcore)", "GFLOPs")
 _DASH = "–"
@@ -20,8 +20,9 @@ def _billions(count: int, digits: int = 3) -> str:
     return f"{count / 1e9:.{digits}f}"
 
 
-def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str:
-    """One row per method (training-time model), one per merged model, then the published rows."""
+def compute_table(profiles: list[dict[str, Any]], published: bool = True, backbone: str = "point_mae") -> str:
+    """One row per method (training-time model), one per merged model, then the published rows
+    of ``backbone`` (none when it has none)."""
     rows: list[tuple[str, ...]] = []
     for p in profiles:
         rows.append(
@@ -49,28 +50,23 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True) -> str
                 )
             )
     separators: set[int] = set()
-    if published:
+    shown = published_rows(backbone) if published else ()
+    if shown:
         separators.add(len(rows))
-        for row in PUBLISHED_ROWS:
-            rows.append(
-                (
-                    row.method,
-                    "published",
-                    _DASH,
-                    f"{row.params_trainable / 1e6:.2f}M"
-                    if row.params_trainable % 100_000
-                    else f"{row.params_trainable / 1e6:.1f}M",
-                    _DASH if row.macs_conv_linear is None else _billions(row.macs_conv_linear, 2),
-                    _DASH,
-                    _DASH,
-                )
-            )
+        for row in shown:
+            macs = _DASH if row.macs_conv_linear is None else _billions(row.macs_conv_linear, 2)
+            trainable = row.params_trainable / 1e6
+            count = f"{trainable:.2f}M" if row.params_trainable % 100_000 else f"{trainable:.1f}M"
+            rows.append((row.method, "published", _DASH, count, macs, _DASH, _DASH))
     table = render_table(_COLUMNS, rows, left_columns=2, header_rule=False, rules_before=separators)
-    if published:
+    if shown:
+        sources = "; ".join(dict.fromkeys(row.source for row in shown if row.source))
         table += (
-            "\npublished: Point-MAE backbone, ScanObjectNN, 2048 points, batch 1 (docs/published.md); "
+            f"\npublished: {PUBLISHED_SETTINGS.get(backbone, backbone)} (docs/published.md); "
             'their "GFLOPs" are conv+linear MACs'
         )
+        if sources:
+            table += f"\nsources: {sources}"
     return table
 
 
