@@ -8,7 +8,7 @@ The official models use no dropout inside the transformer (rates 0), so there is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,8 +104,19 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) → (B, T, C)."""
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        """(B, T, C) → (B, T, C): :meth:`mlp_residual` of :meth:`attention_residual`."""
+        return self.mlp_residual(self.attention_residual(x))
+
+    # The two halves of the block, an extension point for adapters that add a branch between
+    # them (e.g. a branch parallel to the MLP sub-layer that reads the attention residual):
+    # ``forward`` is exactly their composition.
+
+    def attention_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The first half, ``x + drop_path(attn(norm1(x)))``: (B, T, C) → (B, T, C)."""
+        return x + self.drop_path(self.attn(self.norm1(x)))
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The second half, ``x + drop_path(mlp(norm2(x)))``: (B, T, C) → (B, T, C)."""
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -127,8 +138,20 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, rate, fused_attention) for rate in drop_path_rates)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x, pos: (B, T, C) → (B, T, C)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None,
+        runner: Callable[[nn.ModuleList], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x, pos: (B, T, C) → (B, T, C).
+
+        ``runner(self.blocks)``, when given, runs the blocks instead (the backbone's loop with
+        token hooks), inside this module's call so that module-level accounting (profilers,
+        forward hooks on ``blocks``) sees it as before.
+        """
+        if runner is not None:
+            return runner(self.blocks)
         for block in self.blocks:
             x = block(x + pos)
         return x

@@ -26,7 +26,7 @@ official three-layer one. Default sizes are the official fine-tuning configs' (V
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -128,8 +128,16 @@ class ReConTransformerEncoder(nn.Module):
             ReConBlock(dim, num_heads, mlp_ratio, rate, fused_attention) for rate in drop_path_rates
         )
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x, pos: (B, 3 + G, C) → (B, 3 + G, C)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        runner: Callable[[nn.ModuleList], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x, pos: (B, 3 + G, C) → (B, 3 + G, C); ``runner`` as in :class:`backbones.layers.TransformerEncoder`
+        (the backbone's loop with token hooks)."""
+        if runner is not None:
+            return runner(self.blocks)
         for block in self.blocks:
             x = block(x + pos)
         return x

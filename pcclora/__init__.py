@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "apply_peft": "pcclora.peft",
     "sade_loss": "pcclora.peft",
+    "regularization_loss": "pcclora.peft",
     "merge_adapters": "pcclora.peft",
     "unmerge_adapters": "pcclora.peft",
     "adapter_state_dict": "pcclora.peft",

@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from backbones.errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_message
-from pcclora.peft import resolve_peft_config
+from pcclora.peft import PEFT_METHODS, resolve_peft_config
+from pcclora.peft.config import peft_schema
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
@@ -34,6 +35,8 @@ BASE_KEY = "_base_"
 PEFT_SECTION = "peft"
 #: Keys of the ``backbone:`` section that are not model sizes.
 BACKBONE_KEYS = ("name", "checkpoint", "pretrained", "num_classes")
+#: Packaged folders that hold config pieces, not configs: ``_base_`` and the per-method recipes.
+PIECE_FOLDERS = (BASE_KEY, "methods")
 
 
 def available_configs() -> list[str]:
@@ -46,7 +49,9 @@ def backbone_configs() -> list[str]:
     """The packaged configs of the other zoo backbones, one folder per backbone as in the official
     repositories: ``act/scanobjectnn_hardest``, ``pointgpt_l/modelnet40``, …"""
     return sorted(
-        f"{path.parent.name}/{path.stem}" for path in CONFIG_DIR.glob("*/*.yaml") if path.parent.name != BASE_KEY
+        f"{path.parent.name}/{path.stem}"
+        for path in CONFIG_DIR.glob("*/*.yaml")
+        if path.parent.name not in PIECE_FOLDERS
     )
 
 
@@ -55,7 +60,7 @@ def config_name(path: Path) -> str:
     config (``recon/scanobjectnn_hardest`` → ``recon_scanobjectnn_hardest``)."""
     path = Path(path).resolve()
     folder = path.parent
-    if folder.parent == CONFIG_DIR.resolve() and folder.name != BASE_KEY:
+    if folder.parent == CONFIG_DIR.resolve() and folder.name not in PIECE_FOLDERS:
         return f"{folder.name}_{path.stem}"
     return path.stem
 
@@ -147,9 +152,10 @@ _ANY_NUMBER_KEYS = frozenset({"peft.alpha"})
 
 
 def _defaults() -> dict[str, Any]:
-    """``defaults.yaml`` with the ``peft`` block's defaults filled in: the schema of every value."""
+    """``defaults.yaml`` with every key of the ``peft`` block (common keys and each method's
+    option block) and its default: the schema of every value."""
     defaults = _read_yaml(DEFAULTS_FILE)
-    defaults[PEFT_SECTION] = _resolve_peft(None)
+    defaults[PEFT_SECTION] = peft_schema()
     return defaults
 
 
@@ -222,7 +228,7 @@ def check_values(
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
-            if prefix == f"{PEFT_SECTION}.":  # the peft schema reports its own unknown keys
+            if prefix.startswith(f"{PEFT_SECTION}."):  # the peft schema reports its own unknown keys
                 checked[key] = value
                 continue
             valid = [f"{prefix}{name}" for name in schema]
@@ -243,6 +249,20 @@ def check_values(
 
 def _resolve_peft(block: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(resolve_peft_config(block))  # the adapters own the peft block's schema
+
+
+def _without_unused_common_keys(block: Any) -> Any:
+    """The ``peft`` block without the common keys its method does not read (see :func:`load_config`)."""
+    from pcclora.peft import METHODS
+
+    if not isinstance(block, Mapping):
+        return block
+    spec = METHODS.get(block.get("method", "clora"))
+    if spec is None or spec.common_keys is None:
+        return dict(block)
+    from pcclora.peft.methods import COMMON_KEYS
+
+    return {key: value for key, value in block.items() if key not in COMMON_KEYS or key in spec.common_keys}
 
 
 def size_overrides(backbone_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,8 +344,31 @@ def _merge_onto_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     return deep_merge(_read_yaml(DEFAULTS_FILE), raw)
 
 
+#: Folder of the packaged per-method recipes (``methods/<method>.yaml``).
+METHOD_RECIPE_DIR = CONFIG_DIR / "methods"
+
+
+def method_recipe(method: str) -> dict[str, Any]:
+    """The packaged recipe of ``method`` (``configs/methods/<method>.yaml``): the ``peft:`` block
+    and the settings where the official recipe differs from the defaults (augmentation, drop
+    path, ...). A method without a recipe file gets ``{"peft": {"method": method}}``.
+
+    Raises:
+        UnknownNameError: ``method`` is not a PEFT method.
+    """
+    if method not in PEFT_METHODS:
+        raise UnknownNameError(unknown_name_message("peft method", method, PEFT_METHODS, cutoff=0.6))
+    path = METHOD_RECIPE_DIR / f"{method}.yaml"
+    recipe = _load_with_bases(path) if path.is_file() else {}
+    return deep_merge(recipe, {PEFT_SECTION: {"method": method}})
+
+
 def load_config(
-    name_or_path: str | Path, overrides: Iterable[str] = (), echo: Callable[[str], Any] | None = None
+    name_or_path: str | Path,
+    overrides: Iterable[str] = (),
+    method: str | None = None,
+    lenient_peft: bool = False,
+    echo: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Load a config by packaged name or path, apply ``--set`` overrides, fill all defaults.
 
@@ -338,6 +381,12 @@ def load_config(
             ``"recon/scanobjectnn_hardest"`` or a path (also of an official config).
         overrides: ``"section.key=value"`` strings; values are parsed as YAML and must have the
             type of the value they replace.
+        method: merge the packaged recipe of this PEFT method (:func:`method_recipe`) over the
+            config before the overrides (``tools/finetune.py --method``, ``tools/compare.py``).
+        lenient_peft: leave out the ``peft`` block's common keys (``rank``, ``num_bases``, ...)
+            that its method does not read instead of refusing a non-default value, so that one
+            list of overrides can serve several methods (``tools/compare.py``,
+            ``tools/profile_flops.py``).
         echo: called with each line of an official config's translation.
 
     Returns:
@@ -358,24 +407,37 @@ def load_config(
         for line in translation.lines:
             if echo is not None:
                 echo(line)
-        return config_from_dict(translation.config, overrides, name=config_name(path))
-    return config_from_dict(_load_with_bases(path), overrides, name=config_name(path))
+        raw = translation.config
+    else:
+        raw = _load_with_bases(path)
+    if method is not None:
+        raw = deep_merge(raw, method_recipe(method))
+    return config_from_dict(raw, overrides, name=config_name(path), lenient_peft=lenient_peft)
 
 
-def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config") -> dict[str, Any]:
+def config_from_dict(
+    raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "config", lenient_peft: bool = False
+) -> dict[str, Any]:
     """Resolve an already loaded mapping (e.g. a run's saved ``config.yaml``) like :func:`load_config`.
 
     A ``name`` entry in ``raw`` (written into every resolved config) is replaced by ``name``.
+    ``lenient_peft``: as :func:`load_config`.
     """
     raw = {key: value for key, value in raw.items() if key != "name"}
     merged = _merge_onto_defaults(raw)
+    if lenient_peft:
+        merged[PEFT_SECTION] = _without_unused_common_keys(merged.get(PEFT_SECTION))
     overrides = list(overrides)
     if overrides:
         reference = copy.deepcopy(merged)
-        reference[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
+        # every peft key may be set (any method's options too); values are checked against the
+        # current ones, and against the defaults where the block does not hold them
+        reference[PEFT_SECTION] = deep_merge(peft_schema(), _resolve_peft(merged.get(PEFT_SECTION)))
         schema = _defaults()
         for text in overrides:
             apply_override(merged, reference, text, schema)
+    if lenient_peft:
+        merged[PEFT_SECTION] = _without_unused_common_keys(merged.get(PEFT_SECTION))
     _default_targets_of_backbone(merged)
     merged[PEFT_SECTION] = _resolve_peft(merged.get(PEFT_SECTION))
     derive_schedule_length(merged)

@@ -518,3 +518,47 @@ def test_run_files_get_the_permissions_of_any_other_file(finished_run, tmp_path)
     expected = probe.stat().st_mode & 0o777
     for name in ("checkpoints/last.pth", "checkpoints/best.pth", "model_merged.pth", "metrics.csv", "summary.json"):
         assert (output / name).stat().st_mode & 0o777 == expected, name
+
+
+# --------------------------------------------------------------------------------------------
+# the loss: CE + the method's regularisers
+# --------------------------------------------------------------------------------------------
+
+
+def test_clora_logs_its_weighted_sade_as_the_regulariser_and_the_loss_adds_it(finished_run):
+    output, config, _ = finished_run
+    rows = list(csv.DictReader(open(output / "metrics.csv")))
+    weight = config["peft"]["sade_weight"]
+    for row in rows:
+        assert float(row["train_reg"]) == pytest.approx(weight * float(row["train_sade"]), rel=1e-4, abs=1e-7)
+        assert float(row["train_loss"]) == pytest.approx(
+            float(row["train_ce"]) + float(row["train_reg"]), rel=1e-5, abs=1e-6
+        )
+
+
+def test_pointlora_trains_with_its_entropy_loss_and_logs_it(scan_root, tmp_path, tiny_config):
+    extra = ["peft.method=pointlora", "peft.pointlora.scales=[[16, 8, 4], [8, 16, 2]]"]
+    config = tiny_config("scanobjectnn_hardest", scan_root, extra=["peft.rank=8", "peft.num_bases=4", *extra])
+    summary = finetune(config, output=tmp_path / "run")
+    assert summary["status"] == "finished" and summary["param_groups"]["selector"] > 0
+    (row,) = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    # 0.004 × a negative entropy: in [-0.004 · 1.25 · ln 2, 0)
+    assert -0.004 * 1.25 * 0.6932 <= float(row["train_reg"]) < 0 and float(row["train_sade"]) == 0
+    assert float(row["train_loss"]) == pytest.approx(float(row["train_ce"]) + float(row["train_reg"]), rel=1e-5)
+
+
+def test_export_of_a_method_that_does_not_merge_is_refused_before_the_run(scan_root, tmp_path, tiny_config):
+    config = tiny_config(
+        "scanobjectnn_hardest",
+        scan_root,
+        extra=[
+            "peft.rank=8",
+            "peft.num_bases=4",
+            "peft.method=idpt",
+            "peft.idpt.prompt_layer=1",
+            "peft.idpt.dgcnn_k=8",
+        ],
+    )
+    with pytest.raises(pcclora.peft.PeftConfigError, match="--export writes a plain backbone, but method 'idpt'"):
+        finetune(config, output=tmp_path / "run", export="")
+    assert not (tmp_path / "run").exists()

@@ -211,7 +211,7 @@ def test_cuda_without_a_device_exits_2(tool, capsys):
 
 
 def test_unknown_method_is_refused_by_the_command_line(tool, capsys):
-    assert exit_code(tool, ["--cfg", "scanobjectnn_hardest", "--method", "dapt"]) == 2
+    assert exit_code(tool, ["--cfg", "scanobjectnn_hardest", "--method", "point_peft"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 
 

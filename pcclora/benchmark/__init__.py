@@ -2,16 +2,17 @@
 
 What :func:`run_benchmark` measures (``tools/benchmark.py`` is its command line):
 
-- ``train``: one training step (forward + cross-entropy [+ λ·SADE] + backward + AdamW step) per
-  method, median over repeats after warm-up.  The methods are timed round-robin (one step of
-  each, then the next round), so a load spike on a shared machine hits all of them alike and
-  the ratios stay comparable.  Per method it also checks the lean path: frozen parameters get
-  no gradient, optimizer state exists only for trained tensors, the patch embedding runs with
-  autograd off when it is frozen, and how many bytes of activations autograd keeps.
+- ``train``: one training step (forward + cross-entropy [+ the method's regularisers: λ·SADE,
+  PointLoRA's entropy loss] + backward + AdamW step) per method, median over repeats after
+  warm-up.  The methods are timed round-robin (one step of each, then the next round), so a
+  load spike on a shared machine hits all of them alike and the ratios stay comparable.  Per
+  method it also checks the lean path: frozen parameters get no gradient, optimizer state
+  exists only for trained tensors, the patch embedding runs with autograd off when it is
+  frozen, and how many bytes of activations autograd keeps.
 - ``memory``: peak training memory, each method in a fresh Python process (CPU: peak resident
   set size; CUDA: ``max_memory_allocated``).
-- ``infer``: forward latency (eval, inference mode) of the plain backbone, CLoRA with un-merged
-  adapters and CLoRA after ``merge_adapters``, round-robin as well.
+- ``infer``: forward latency (eval, inference mode) of the plain backbone and of every method's
+  model, un-merged and (where something merges) after ``merge_adapters``, round-robin as well.
 - ``tokenizer``: FPS + kNN grouping per available backend, and the torch backend with its FPS
   loop pinned to one thread and to all of them; with ``--contention N`` all of it a second time
   while N busy-loop processes spin, so that quiet and busy figures come from one run.

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from backbones import Attention
-from pcclora.peft import sade_loss
 
 from .settings import MIB
+from .steps import training_loss
 
 
 class _SavedTensorMeter:
@@ -37,7 +36,6 @@ def lean_path_report(
     optimizer: torch.optim.Optimizer,
     points: torch.Tensor,
     labels: torch.Tensor,
-    sade_weight: float,
 ) -> dict[str, Any]:
     """Inspect one training step of ``model`` for the savings a frozen backbone allows.
 
@@ -49,12 +47,11 @@ def lean_path_report(
     """
     grad_mode_in_encoder: list[bool] = []
     hook = model.encoder.register_forward_hook(lambda *_: grad_mode_in_encoder.append(torch.is_grad_enabled()))
+    # (PPT and PointLoRA run the encoder more than once per step: every call is recorded)
     meter = _SavedTensorMeter(model)
     try:
         with torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda t: t):
-            loss = F.cross_entropy(model(points), labels)
-            if sade_weight > 0:
-                loss = loss + sade_weight * sade_loss(model)
+            loss = training_loss(model, points, labels)
         loss.backward()
     finally:
         hook.remove()

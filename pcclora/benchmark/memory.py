@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .settings import MIB, BenchmarkSettings
-from .steps import build_model, make_optimizer, synthetic_batch, train_step, training_sade_weight
+from .steps import build_model, make_optimizer, synthetic_batch, train_step
 
 #: The repository root (it holds ``backbones``, ``datasets`` and ``pcclora``), put on the child's path.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -84,8 +84,7 @@ def measure_training_memory(settings: BenchmarkSettings, method: str) -> dict[st
     cuda = settings.device == "cuda"
     after_imports = torch.cuda.memory_allocated() / MIB if cuda else _current_rss_mib()
     points, labels = synthetic_batch(settings)
-    model, cfg = build_model(settings, method)
-    sade_weight = training_sade_weight(cfg)
+    model, _ = build_model(settings, method)
     optimizer = make_optimizer(model)
     if cuda:
         torch.cuda.synchronize()
@@ -96,7 +95,7 @@ def measure_training_memory(settings: BenchmarkSettings, method: str) -> dict[st
         after_build = _current_rss_mib()
         peak_reset = _reset_peak_rss()
     for _ in range(settings.memory_steps):
-        train_step(model, optimizer, points, labels, sade_weight)
+        train_step(model, optimizer, points, labels)
     if cuda:
         torch.cuda.synchronize()
         peak_absolute = torch.cuda.max_memory_allocated() / MIB

@@ -96,16 +96,29 @@ def format_report(results: Mapping[str, Any]) -> str:
     infer = results.get("infer")
     if infer:
         plain = infer["plain"]["median_s"]
-        rows = [
-            [name, _fmt_ms(infer[name]["median_s"]), f"{infer[name]['median_s'] / plain:.3f}"]
-            for name in ("plain", "clora_unmerged", "clora_merged")
-        ]
+
+        def cells(name: str) -> list[str]:
+            if name not in infer:
+                return ["-", "-"]
+            return [_fmt_ms(infer[name]["median_s"]), f"{infer[name]['median_s'] / plain:.3f}"]
+
+        rows = [["plain backbone", *cells("plain"), "-", "-", "-"]]
+        for method in infer.get("methods", ["clora"]):
+            diff = (infer.get("logit_diffs") or {}).get(method)
+            rows.append(
+                [
+                    method,
+                    *cells(f"{method}_unmerged"),
+                    *cells(f"{method}_merged"),
+                    "-" if diff is None else f"{diff:.1e}",
+                ]
+            )
         count = len(infer["plain"]["runs_s"])
         parts += [
             "",
-            f"Inference forward (eval, no grad, tokenizer included; median of {count})",
-            render_table(["model", "latency ms", "x plain"], rows),
-            f"merged vs un-merged max |logit diff|: {infer['merged_vs_unmerged_max_abs_logit_diff']:.2e}",
+            f"Inference forward (eval, no grad, tokenizer included; median of {count}; all models round-robin)",
+            render_table(["model", "un-merged ms", "x plain", "merged ms", "x plain", "max |logit diff| merged"], rows),
+            "merged '-': nothing of the method merges; full fine-tuning and the linear probe run the plain network.",
         ]
     tok = results.get("tokenizer")
     if tok:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from backbones.tokenizer import BACKENDS, FPS_THREADS, available_backends, group_points
-from pcclora.peft import merge_adapters, sade_loss
+from pcclora.peft import METHODS, merge_adapters, sade_loss
 from pcclora.peft.sade import sade_loss_dense, sade_loss_dense_macs
 from pcclora.profiling.latency import forward_times, round_robin_times
 
@@ -57,8 +57,7 @@ def bench_train(settings: BenchmarkSettings) -> dict[str, Any]:
         model, cfg = build_model(settings, method)
         runs[method] = (model, make_optimizer(model), training_sade_weight(cfg))
     calls = {
-        method: (lambda m=model, o=opt, w=weight: train_step(m, o, points, labels, w))
-        for method, (model, opt, weight) in runs.items()
+        method: (lambda m=model, o=opt: train_step(m, o, points, labels)) for method, (model, opt, _) in runs.items()
     }
     times = round_robin_times(calls, warmup=settings.warmup, repeats=settings.repeats, device=settings.device)
     result = {}
@@ -66,35 +65,58 @@ def bench_train(settings: BenchmarkSettings) -> dict[str, Any]:
         result[method] = {
             "step": timing_summary(times[method]),
             "sade_weight": weight,
-            "lean": lean_path_report(model, opt, points, labels, weight),
+            "lean": lean_path_report(model, opt, points, labels),
         }
     return result
 
 
-def bench_inference(settings: BenchmarkSettings) -> dict[str, Any]:
-    """Forward latency (eval, inference mode) of the plain backbone and CLoRA un-merged and merged.
+def inference_methods(settings: BenchmarkSettings) -> list[str]:
+    """The methods of the run whose inference network differs from the plain backbone's (one per
+    network: ``clora+sade`` is timed as ``clora``)."""
+    chosen = []
+    for method in settings.methods:
+        name = settings.peft_config(method)["method"]
+        if METHODS[name].merge != "n/a" and name not in chosen:
+            chosen.append(name)
+    return chosen
 
-    The CLoRA adapters get random values first, so that the merged model differs from the plain
-    one and the logit comparison means something.
+
+def bench_inference(settings: BenchmarkSettings) -> dict[str, Any]:
+    """Forward latency (eval, inference mode) of the plain backbone and of every method's model,
+    un-merged and merged, all timed round-robin in the same rounds.
+
+    The adapters get random values first (all-zero trained tensors), so that a merged model
+    differs from the plain one and the logit comparison means something. Full fine-tuning and
+    the linear probe run the plain network and are not timed again.
 
     Returns:
-        ``plain``, ``clora_unmerged``, ``clora_merged`` (timing summaries, the three models timed
-        round-robin, ``settings.infer_repeats`` or 3 × ``repeats`` passes each) and
-        ``merged_vs_unmerged_max_abs_logit_diff``.
+        ``plain``, ``<method>_unmerged`` and, for methods of which something merges,
+        ``<method>_merged`` (timing summaries; ``settings.infer_repeats`` or 3 × ``repeats``
+        passes each), ``methods`` (the methods timed) and
+        ``merged_vs_unmerged_max_abs_logit_diff`` (the largest over the methods, and per method
+        in ``logit_diffs``).
     """
     points, _ = synthetic_batch(settings)
     plain, _ = build_model(settings, None)
-    unmerged, _ = build_model(settings, "clora")
-    randomize_adapters(unmerged, settings.seed)
-    merged = copy.deepcopy(unmerged)
-    merge_adapters(merged)
-    models = {"plain": plain.eval(), "clora_unmerged": unmerged.eval(), "clora_merged": merged.eval()}
+    models: dict[str, nn.Module] = {"plain": plain.eval()}
+    diffs: dict[str, float] = {}
+    methods = inference_methods(settings)
+    for method in methods:
+        name = next(m for m in settings.methods if settings.peft_config(m)["method"] == method)
+        unmerged, _ = build_model(settings, name)
+        randomize_adapters(unmerged, settings.seed)
+        models[f"{method}_unmerged"] = unmerged.eval()
+        if METHODS[method].merge in ("full", "partial"):
+            merged = merge_adapters(copy.deepcopy(unmerged)).eval()
+            models[f"{method}_merged"] = merged
+            with torch.no_grad():
+                diffs[method] = (unmerged(points) - merged(points)).abs().max().item()
     repeats = settings.infer_repeats or 3 * settings.repeats
     times = forward_times(models, points, warmup=settings.warmup, repeats=repeats)
-    with torch.no_grad():
-        diff = (models["clora_unmerged"](points) - models["clora_merged"](points)).abs().max().item()
     result: dict[str, Any] = {name: timing_summary(times[name]) for name in models}
-    result["merged_vs_unmerged_max_abs_logit_diff"] = diff
+    result["methods"] = methods
+    result["logit_diffs"] = diffs
+    result["merged_vs_unmerged_max_abs_logit_diff"] = max(diffs.values(), default=0.0)
     return result
 
 

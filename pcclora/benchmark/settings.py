@@ -14,13 +14,16 @@ import torch
 from backbones import PointMAE
 from backbones.errors import ConfigError
 
-#: Method names of the benchmark and the ``peft:`` block each one trains with.
+#: Method names of the benchmark and the ``peft:`` block each one trains with: the original
+#: methods, then every peer with its own defaults (the official Point-MAE / ScanObjectNN ones).
 METHOD_CONFIGS: dict[str, dict[str, Any]] = {
     "full": {"method": "full"},
     "linear": {"method": "linear"},
     "lora": {"method": "lora", "rank": 8},
     "clora": {"method": "clora", "sade_weight": 0.0},
     "clora+sade": {"method": "clora"},
+    "clora_shared": {"method": "clora_shared", "sade_weight": 0.0},
+    **{name: {"method": name} for name in ("vera", "idpt", "dapt", "ppt", "pointgst", "pointlora")},
 }
 #: The benchmark's methods, in report order.
 METHODS = tuple(METHOD_CONFIGS)
@@ -61,6 +64,10 @@ class BenchmarkSettings:
         seed: seed of the models, the data and the random adapter values.
         contention: busy-loop processes (one core each) that spin while the ``tokenizer``
             section measures a second time; 0: quiet figures only.
+        backbone: the registered backbone ``model`` sizes (``"point_mae"``).
+        peft: per method name, a ``peft:`` block to train with instead of
+            :data:`METHOD_CONFIGS` (``tools/compare.py`` passes each run's own); a name that is
+            not in :data:`METHOD_CONFIGS` is a method given this way.
     """
 
     device: str = "cpu"
@@ -78,10 +85,21 @@ class BenchmarkSettings:
     memory_steps: int = 2
     seed: int = 0
     contention: int = 0
+    backbone: str = "point_mae"
+    peft: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def peft_config(self, method: str) -> dict[str, Any]:
+        """The ``peft:`` block ``method`` trains with (``sade_weight`` of ``clora+sade`` from the settings)."""
+        if method in self.peft:
+            return dict(self.peft[method])
+        raw = dict(METHOD_CONFIGS[method])
+        if method == "clora+sade":
+            raw["sade_weight"] = self.sade_weight
+        return raw
 
     def check(self) -> None:
         """Raise :class:`BenchmarkError` for settings that cannot run."""
-        unknown = [m for m in self.methods if m not in METHOD_CONFIGS]
+        unknown = [m for m in self.methods if m not in METHOD_CONFIGS and m not in self.peft]
         if unknown or not self.methods:
             raise BenchmarkError(f"unknown or no benchmark method(s) {unknown}; choose among {', '.join(METHODS)}")
         bad = [s for s in self.sections if s not in SECTIONS]

@@ -17,12 +17,12 @@ from torch import nn
 from backbones import create_backbone
 from pcclora.config import config_from_dict
 from pcclora.engine.optim import build_optimizer
-from pcclora.peft import apply_peft, resolve_peft_config, sade_loss
+from pcclora.peft import apply_peft, regularization_terms, resolve_peft_config
 from pcclora.peft.bases import CLoRABaseBank
 from pcclora.peft.config import BASE_SPACE_METHODS
 from pcclora.peft.layers import AdapterLinear
 
-from .settings import METHOD_CONFIGS, BenchmarkSettings
+from .settings import BenchmarkSettings
 
 
 def synthetic_batch(settings: BenchmarkSettings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,19 +34,16 @@ def synthetic_batch(settings: BenchmarkSettings) -> tuple[torch.Tensor, torch.Te
 
 
 def build_model(settings: BenchmarkSettings, method: str | None) -> tuple[nn.Module, dict[str, Any] | None]:
-    """Point-MAE of ``settings.model`` on ``settings.device``, adapted by ``method``.
+    """``settings.backbone`` of ``settings.model`` on ``settings.device``, adapted by ``method``.
 
     ``method=None`` gives the plain backbone.  Returns the model (train mode) and the resolved
     ``peft:`` config (``None`` for the plain backbone).
     """
     torch.manual_seed(settings.seed)
-    model = create_backbone("point_mae", num_classes=settings.num_classes, **settings.model)
+    model = create_backbone(settings.backbone, num_classes=settings.num_classes, **settings.model)
     cfg = None
     if method is not None:
-        raw = dict(METHOD_CONFIGS[method])
-        if method == "clora+sade":
-            raw["sade_weight"] = settings.sade_weight
-        cfg = resolve_peft_config(raw)
+        cfg = resolve_peft_config(settings.peft_config(method))
         model = apply_peft(model, cfg)
     return model.to(settings.device).train(), cfg
 
@@ -70,17 +67,20 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return build_optimizer(model, default_optimizer_config())
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    points: torch.Tensor,
-    labels: torch.Tensor,
-    sade_weight: float,
-) -> torch.Tensor:
-    """One step: forward, CE (+ λ·SADE when λ > 0), backward, optimizer step, gradients freed."""
+def training_loss(model: nn.Module, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE + the method's regularisers, as the engine trains (λ·SADE when λ > 0, PointLoRA's entropy loss)."""
     loss = F.cross_entropy(model(points), labels)
-    if sade_weight > 0:
-        loss = loss + sade_weight * sade_loss(model)
+    terms = regularization_terms(model)
+    for weight, value in terms.values():
+        loss = loss + weight * value
+    return loss
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, points: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """One step: forward, :func:`training_loss`, backward, optimizer step, gradients freed."""
+    loss = training_loss(model, points, labels)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -93,13 +93,15 @@ def timing_summary(seconds: Sequence[float]) -> dict[str, Any]:
 
 
 def randomize_adapters(model: nn.Module, seed: int, std: float = 0.1) -> None:
-    """Give every all-zero adapter tensor (CLoRA coefficients, LoRA up factors) random values.
+    """Give every all-zero trained tensor random values (CLoRA coefficients, LoRA up factors,
+    VeRA's b vectors, zero-initialised adapter projections, ...).
 
     Freshly initialised adapters have a zero branch, so SADE and the merge would be trivially
     equal to their references; random values make those comparisons meaningful.
     """
     generator = torch.Generator().manual_seed(seed)
-    for param in adapter_parameters(model):
+    trained = [p for p in model.parameters() if p.requires_grad]
+    for param in dict.fromkeys([*adapter_parameters(model), *trained]):
         if not bool((param == 0).all()):
             continue
         with torch.no_grad():

@@ -1,10 +1,12 @@
-"""Speed and memory of full fine-tuning, linear probing, LoRA, CLoRA and CLoRA + SADE.
+"""Speed and memory of every fine-tuning method: full, linear, LoRA, CLoRA (+ SADE), CLoRA#, VeRA,
+IDPT, DAPT, PPT, PointGST, PointLoRA.
 
 Point-MAE at the ScanObjectNN shape (N=2048, G=128, k=32, 12 x 384) by default; batch 32 on
 CUDA, 8 on CPU.  Prints tables and what they mean for choosing a method; ``--json`` prints the
 same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what each figure is.
 
     python tools/benchmark.py --threads 2
+    python tools/benchmark.py --threads 2 --only train memory infer --methods full clora idpt dapt
     python tools/benchmark.py --device cuda --json > bench.json
     python tools/benchmark.py --only sade tokenizer
     python tools/benchmark.py --only tokenizer --contention 1 --repeats 21
@@ -18,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
+
 from backbones.errors import ToolkitError, did_you_mean
 from pcclora.benchmark import (
     METHODS,
@@ -28,8 +32,11 @@ from pcclora.benchmark import (
     format_report,
     run_benchmark,
 )
+from pcclora.benchmark.settings import METHOD_CONFIGS
 from pcclora.cli.common import USER_ERROR_EXIT, run_tool
 from pcclora.config import parse_override
+from pcclora.peft import resolve_peft_config
+from pcclora.peft.config import OPTION_METHODS
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -55,6 +62,44 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise BenchmarkError(f"--set backbone.{key} needs {kind}, got {value!r}")
         overrides[key] = type(default)(value)
     return overrides
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """``--set`` items → (backbone sizes, method options): ``peft.idpt.prompt_layer=1`` becomes
+    ``idpt.prompt_layer=1`` (the form of :func:`parse_peft_overrides`); the rest are sizes."""
+    sizes, options = [], []
+    for item in items:
+        if item.startswith("peft."):
+            options.append(item.removeprefix("peft."))
+        else:
+            sizes.append(item)
+    return sizes, options
+
+
+def parse_peft_overrides(items: list[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["idpt.prompt_layer=1"]`` → per benchmark method the ``peft:`` block with those option values.
+
+    Raises:
+        BenchmarkError: not ``METHOD.OPTION=VALUE``, or a method without option block.
+    """
+    blocks: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, option = key.partition(".")
+        if not sep or not dot or method not in OPTION_METHODS:
+            raise BenchmarkError(
+                f"--set takes peft.METHOD.OPTION=VALUE with METHOD among {', '.join(OPTION_METHODS)}, "
+                f"got {'peft.' + item!r}"
+            )
+        blocks.setdefault(method, {})[option] = yaml.safe_load(raw)
+    peft = {}
+    for name in methods:
+        config = dict(METHOD_CONFIGS.get(name, {}))
+        method = config.get("method")
+        if method in blocks:
+            peft[name] = {**config, method: dict(blocks[method])}
+            resolve_peft_config(peft[name])  # a bad option fails here, before anything runs
+    return peft
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="backbone sizes as in the other tools, e.g. backbone.depth=2 backbone.trans_dim=32",
+        help="backbone sizes and methods' options as in the other tools, e.g. backbone.depth=2 "
+        "backbone.trans_dim=32 peft.idpt.prompt_layer=1 peft.pointgst.local=8 (method options "
+        "default to the official values)",
     )
     parser.add_argument("--sade-weight", type=float, default=0.1, help="λ of the clora+sade method")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -104,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cuda = args.device == "cuda"
     try:
-        model = {**POINT_MAE_SCANOBJECTNN, **parse_overrides(args.set)}
+        sizes, options = split_overrides(args.set)
+        model = {**POINT_MAE_SCANOBJECTNN, **parse_overrides(sizes)}
         settings = BenchmarkSettings(
             device=args.device,
             batch_size=args.batch_size if args.batch_size is not None else (32 if cuda else 8),
@@ -119,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             seed=args.seed,
             contention=args.contention,
+            peft=parse_peft_overrides(options, args.methods),
         )
         progress = lambda section: print(f"[benchmark] {section} ...", file=sys.stderr, flush=True)  # noqa: E731
         results = run_benchmark(settings, progress=progress)

@@ -1,9 +1,10 @@
-"""Fine-tune a pre-trained point-cloud transformer with CLoRA (or LoRA, CLoRA#, full, linear).
+"""Fine-tune a pre-trained point-cloud transformer with CLoRA (or LoRA, CLoRA#, full, linear, or a peer).
 
 Examples:
     python tools/finetune.py --cfg demo.yaml
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --data-root data/ScanObjectNN
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --set peft.method=lora peft.rank=16
+    python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --method idpt   # IDPT's recipe
     python tools/finetune.py --output runs/scanobjectnn_hardest/RUN --resume
     torchrun --standalone --nproc_per_node=4 tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth
 
@@ -33,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         ckpt_help="pre-trained backbone checkpoint (overrides backbone.checkpoint)",
         export_help="at the end, write the merged model as {'base_model': state_dict} (official fine-tuned layout); "
         "default PATH <run folder>/model_merged.pth",
+    )
+    parser.add_argument(
+        "--method",
+        help="a PEFT method with its packaged recipe (configs/methods/<method>.yaml: its peft block and where the "
+        "official recipe differs, e.g. IDPT's and PPT's rotation); merged over --cfg before --set",
     )
     listing = parser.add_argument_group("what is packaged (print and exit)")
     listing.add_argument("--list-configs", action="store_true", help="the packaged configs, one line each")

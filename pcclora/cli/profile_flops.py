@@ -2,14 +2,15 @@
 
     python tools/profile_flops.py --cfg scanobjectnn_hardest.yaml
     python tools/profile_flops.py --cfg scanobjectnn_hardest.yaml --method clora --json --no-latency
+    python tools/profile_flops.py --cfg demo --method idpt pointgst --set peft.idpt.prompt_layer=3 peft.pointgst.local=8
 
-For every method (default: full, linear, lora, clora, clora_shared) the config's backbone is built
-with random weights (the counts do not depend on them) and profiled at batch 1 and the config's
-``dataset.npoints``: total and trainable parameters, conv+linear MACs (the "GFLOPs" of the
-published tables), MACs with attention (fvcore's convention), FLOPs (2 per multiply-add), for the
-training-time model and, for adapter methods, the merged inference model.  The published figures
-of the profiled backbone follow, labelled "published" (for Point-MAE: the other point-cloud PEFT
-methods; for ACT, ReCon and PointGPT: the whole model as its paper reports it).  Latency and throughput are
+For every method (default: all of them) the config's backbone is built with random weights (the
+counts do not depend on them) and profiled at batch 1 and the config's ``dataset.npoints``: total
+and trainable parameters, conv+linear MACs (the "GFLOPs" of the published tables), MACs with
+attention (fvcore's convention), FLOPs (2 per multiply-add), for the training-time model and,
+where something merges, the merged inference model.  The published figures of the profiled
+backbone follow, labelled "published" (for Point-MAE: the other point-cloud PEFT methods; for ACT,
+ReCon and PointGPT: the whole model as its paper reports it).  Latency and throughput are
 measured on --device at batch 1 and 32 unless --no-latency.
 """
 
@@ -33,7 +34,7 @@ from pcclora.profiling.methods import (
     tokenizer_estimate_for,
 )
 
-DEFAULT_METHODS = ("full", "linear", "lora", "clora", "clora_shared")
+DEFAULT_METHODS = PEFT_METHODS
 JSON_KEYS = ("method", "params_total", "params_trainable", *COMPUTE_KEYS, "merged")
 
 
@@ -94,8 +95,10 @@ def report_text(args: argparse.Namespace) -> str:
     config = load_config(args.cfg, args.overrides, echo=echo_translation)
     device = resolve_device(args.device, allow_auto=False)
     methods = list(dict.fromkeys(args.method))
+    # each method with its own peft block (its packaged recipe, then --set: peft.<method>.* reaches it)
+    configs = {m: load_config(args.cfg, args.overrides, method=m, lenient_peft=True) for m in methods}
     backbone = build_backbone(config)
-    profiles = [profile_method(backbone, config, method, device) for method in methods]
+    profiles = [profile_method(backbone, configs[method], method, device) for method in methods]
     if args.json:
         return json.dumps([{key: p[key] for key in JSON_KEYS} for p in profiles], indent=2)
 

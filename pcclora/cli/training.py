@@ -67,13 +67,15 @@ def run_training(args: argparse.Namespace, task: str, example: str) -> int:
         if args.output is None:
             raise ConfigError("--resume needs --output RUN_FOLDER, the folder of the run to continue")
         config, resume = load_run_for_resume(args.output, args.overrides)
-        if args.cfg is not None:
-            print(f"note: --resume uses the run's saved config; --cfg {args.cfg} is ignored")
+        method = getattr(args, "method", None)
+        if args.cfg is not None or method is not None:
+            ignored = " and ".join(option for option, value in (("--cfg", args.cfg), ("--method", method)) if value)
+            print(f"note: --resume uses the run's saved config; {ignored} ignored")
         check_task(config, task, f"the run in {args.output}")
     elif args.cfg is None:
         raise ConfigError(f"--cfg is required (e.g. --cfg {example})")
     else:
-        config = load_config(args.cfg, args.overrides, echo=echo_translation)
+        config = load_config(args.cfg, args.overrides, method=getattr(args, "method", None), echo=echo_translation)
         check_task(config, task, f"config {args.cfg}")
     if args.ckpt is not None:
         config["backbone"]["checkpoint"] = args.ckpt

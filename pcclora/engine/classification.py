@@ -40,7 +40,7 @@ class ClassificationTask(Task):
     """Shape classification: OA ranks the epochs, mAcc is reported beside it."""
 
     metrics = (Metric("test_oa", "oa", "OA"), Metric("test_macc", "macc", "mAcc"))
-    train_columns = ("train_loss", "train_ce", "train_sade", "train_acc")
+    train_columns = ("train_loss", "train_ce", "train_sade", "train_reg", "train_acc")
     supports_voting = True
 
     def build_data(self, config: dict[str, Any], log: Callable[[str], None], with_train: bool = True) -> RunData:
@@ -69,7 +69,13 @@ class ClassificationTask(Task):
         progress: Callable[[int, int, float], None],
     ) -> dict[str, float]:
         stats = train_one_epoch(model, core, loader, optimizer, config, generator, context, epoch, progress)
-        return {"train_loss": stats.loss, "train_ce": stats.ce, "train_sade": stats.sade, "train_acc": stats.acc}
+        return {
+            "train_loss": stats.loss,
+            "train_ce": stats.ce,
+            "train_sade": stats.sade,
+            "train_reg": stats.reg,
+            "train_acc": stats.acc,
+        }
 
     def evaluate(
         self,

@@ -65,7 +65,7 @@ from pcclora.engine.task import Evaluation, Task, get_task
 # The built-in tasks register themselves on import (a config names one with ``task:``).
 from pcclora.engine import classification, pretraining  # noqa: E402, F401  isort: skip
 from pcclora.engine.trainer import check_finite_state, nonfinite_state
-from pcclora.peft import count_parameters
+from pcclora.peft import METHODS, count_parameters
 from pcclora.profiling import profile
 
 
@@ -156,6 +156,17 @@ def finetune(
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         shutdown_distributed(context)
+
+
+def _check_exportable(config: dict[str, Any]) -> None:
+    """``--export`` writes a plain backbone: refused at once for methods that do not merge completely."""
+    spec = METHODS[config["peft"]["method"]]
+    if spec.merge in ("none", "partial"):
+        raise ConfigError(
+            f"--export writes a plain backbone, but method {spec.name!r} "
+            + ("does not merge" if spec.merge == "none" else "merges only in part")
+            + " into the backbone's weights; leave --export out and keep the run checkpoint (checkpoints/last.pth)"
+        )
 
 
 def _claim_run_folder(
@@ -269,6 +280,8 @@ def _finetune(
             "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
         )
     check_run_numbers(config)
+    if export is not None:
+        _check_exportable(config)
     if export:
         check_export_path(export)
     if output is not None:
@@ -593,6 +606,8 @@ def evaluate_checkpoint(
     if votes > 0 and not task.supports_voting:
         raise ConfigError(f"--votes is not available for task {task.name!r}")
     if export is not None:
+        if run_checkpoint:
+            _check_exportable(config)
         check_export_path(export)
     context = init_distributed(config["training"]["device"])
     try:

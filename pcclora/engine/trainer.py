@@ -1,4 +1,5 @@
-"""One training epoch: re-sampling, augmentation, CE (+ SADE), clipping; the finite-loss and finite-state guards."""
+"""One training epoch: re-sampling, augmentation, CE + the method's regularisers, clipping; the finite-loss and
+finite-state guards."""
 
 from __future__ import annotations
 
@@ -15,18 +16,23 @@ from datasets.transforms import fps_points_for, fps_resample, rotate_y, scale_an
 from pcclora.device import autocast
 from pcclora.engine.distributed import DistributedContext, any_rank, mean_over_ranks
 from pcclora.engine.losses import classification_loss
-from pcclora.peft import sade_loss
+from pcclora.peft import regularization_terms
 from pcclora.peft.state import trained_keys
 
 
 @dataclass(frozen=True)
 class EpochStats:
-    """Means over the epoch's batches (and ranks): losses and training accuracy in percent."""
+    """Means over the epoch's batches (and ranks): losses and training accuracy in percent.
+
+    ``sade`` is SADE's value (0 for methods without it), ``reg`` the weighted sum of every
+    regulariser the loss added (λ·SADE for CLoRA, PointLoRA's weighted entropy loss).
+    """
 
     loss: float
     ce: float
     sade: float
     acc: float
+    reg: float = 0.0
 
 
 def augment_batch(
@@ -63,7 +69,7 @@ def train_one_epoch(
 
     Args:
         model: what the forward runs through (the DDP wrapper under torchrun).
-        core_model: the unwrapped model (SADE reads its bases; clipping its parameters).
+        core_model: the unwrapped model (the regularisers read it; clipping its parameters).
         generator: CPU generator for re-sampling and augmentation of this epoch.
         progress: optional callable ``(batch_index, num_batches, loss)`` for a progress bar.
 
@@ -72,10 +78,9 @@ def train_one_epoch(
     """
     training = config["training"]
     npoints = config["dataset"]["npoints"]
-    sade_weight = float(config["peft"].get("sade_weight") or 0.0)
     trainable = [param for param in core_model.parameters() if param.requires_grad]
     model.train()
-    totals = torch.zeros(5, dtype=torch.float64)  # loss, ce, sade, correct, samples
+    totals = torch.zeros(6, dtype=torch.float64)  # loss, ce, sade, correct, samples, regularisers
     num_batches = len(loader)
     for index, (points, labels) in enumerate(loader):
         points = augment_batch(
@@ -85,8 +90,12 @@ def train_one_epoch(
         with autocast(context.device, training["amp"]):
             logits = model(points)
         ce = classification_loss(logits.float(), labels, training["label_smoothing"])
-        sade = sade_loss(core_model) if sade_weight > 0 else torch.zeros((), device=ce.device)
-        loss = ce + sade_weight * sade
+        terms = regularization_terms(core_model)  # after the forward: some are computed there
+        loss, reg = ce, torch.zeros((), device=ce.device)
+        for weight, value in terms.values():
+            loss = loss + weight * value
+            reg = reg + weight * value.detach()
+        sade = terms["sade"][1] if "sade" in terms else torch.zeros((), device=ce.device)
         if any_rank(not bool(torch.isfinite(loss)), context):
             raise NonFiniteError(
                 f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped"
@@ -99,18 +108,23 @@ def train_one_epoch(
         batch = labels.shape[0]
         correct = (logits.argmax(-1) == labels).sum()
         # one device-to-host copy for the four figures instead of one each
-        loss_value, ce_value, sade_value, correct_value = torch.stack(
-            [loss.detach(), ce.detach(), sade.detach().to(loss.dtype), correct.to(loss.dtype)]
+        loss_value, ce_value, sade_value, correct_value, reg_value = torch.stack(
+            [loss.detach(), ce.detach(), sade.detach().to(loss.dtype), correct.to(loss.dtype), reg.to(loss.dtype)]
         ).tolist()
         totals += torch.tensor(
-            [loss_value * batch, ce_value * batch, sade_value * batch, correct_value, batch], dtype=torch.float64
+            [loss_value * batch, ce_value * batch, sade_value * batch, correct_value, batch, reg_value * batch],
+            dtype=torch.float64,
         )
         if progress is not None:
             progress(index, num_batches, loss_value)
-    loss_sum, ce_sum, sade_sum, correct, samples = mean_over_ranks(totals.tolist(), context)
+    loss_sum, ce_sum, sade_sum, correct, samples, reg_sum = mean_over_ranks(totals.tolist(), context)
     samples = max(samples, 1.0)
     return EpochStats(
-        loss=loss_sum / samples, ce=ce_sum / samples, sade=sade_sum / samples, acc=100.0 * correct / samples
+        loss=loss_sum / samples,
+        ce=ce_sum / samples,
+        sade=sade_sum / samples,
+        acc=100.0 * correct / samples,
+        reg=reg_sum / samples,
     )
 
 

@@ -14,12 +14,16 @@ What trains after :func:`apply_peft`:
   the head modules and ``trainable_extra``;
 - ``lora``: the LoRA factors, the head and ``trainable_extra``;
 - ``linear``: the head and ``trainable_extra``;
-- ``full``: every parameter (no layer is wrapped).
+- ``full``: every parameter (no layer is wrapped);
+- the peers (``idpt``, ``dapt``, ``ppt``, ``pointgst``, ``pointlora``, ``vera``): what their
+  module in this package installs (:mod:`pcclora.peft.methods`), the head and ``trainable_extra``.
 
 The head modules are ``model.head_module_names`` when the model declares it (each must exist),
 else those of ``("cls_head_finetune", "head")`` that exist.  Every maximal submodule that has
 parameters but none trainable gets a forward pre-hook that puts it in eval mode, so that
-``model.train()`` leaves frozen BatchNorm statistics and frozen dropout alone.
+``model.train()`` leaves frozen BatchNorm statistics and frozen dropout alone. For methods whose
+official runners train with stochastic depth in frozen blocks (``frozen_blocks_train_mode``:
+IDPT, PPT, PointGST) only the frozen sub-trees that hold BatchNorm layers are kept in eval mode.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from backbones.errors import ConfigError, StateError, did_you_mean
 
 from .bases import BANK_ATTRIBUTE, BaseSpaceFamily, CLoRABaseBank, family_key
 from .config import BASE_SPACE_METHODS, INJECTING_METHODS, resolve_peft_config
-from .layers import AdapterLinear, CLoRALinear, LoRALinear
+from .layers import AdapterLinear, CLoRALinear, LoRALinear, MergeableAdapter
+from .methods import METHODS
 
 #: Attribute that holds the resolved config on an adapted model.
 CONFIG_ATTRIBUTE = "peft_config"
@@ -71,16 +77,19 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
             "apply_peft must be called once, on a freshly built backbone"
         )
     method = config["method"]
+    spec = METHODS[method]
     if method == "full":
         model.requires_grad_(True)
     else:
         # Validate every name before touching the model, so a mistake leaves it unchanged.
-        heads = [model.get_submodule(name) for name in head_module_names(model)]
+        names = head_module_names(model)
         named = dict(model.named_parameters())
-        extras = [named[name] for name in extra_parameter_names(model, config["trainable_extra"])]
-        injecting = method in INJECTING_METHODS
+        extra_names = extra_parameter_names(model, config["trainable_extra"])
+        injecting = method in INJECTING_METHODS or spec.wraps_targets
         targets = find_target_linears(model, config["target_modules"]) if injecting else []
-        if not (heads or extras or targets):
+        if spec.check is not None:
+            spec.check(model, config)
+        if not (names or extra_names or targets or spec.install):
             raise ConfigError(
                 f"method {method!r} would train nothing in {type(model).__name__}: it has no "
                 f"head module ({', '.join(DEFAULT_HEAD_MODULE_NAMES)}) and trainable_extra is "
@@ -88,14 +97,21 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
                 "peft.trainable_extra"
             )
         model.requires_grad_(False)
-        if injecting:
+        if method in INJECTING_METHODS:
             _inject_adapters(model, config, targets)
-        for head in heads:
+        elif spec.wraps_targets:  # a method of its own that wraps the target Linears (VeRA)
+            spec.install(model, config, targets)
+        elif spec.install is not None:
+            # A method installs its own modules (trainable as created) and may replace the head.
+            spec.install(model, config)
+        for head in (model.get_submodule(name) for name in names):
             head.requires_grad_(True)
-        for parameter in extras:
-            parameter.requires_grad_(True)
+        for name in extra_names:
+            named[name].requires_grad_(True)
     setattr(model, CONFIG_ATTRIBUTE, config)
     for _, module in frozen_subtree_roots(model):
+        if spec.frozen_blocks_train_mode and not any(isinstance(m, _BatchNorm) for m in module.modules()):
+            continue  # stochastic depth keeps running in this frozen sub-tree, as in the official runner
         module.register_forward_pre_hook(_keep_frozen_in_eval)
     return model
 
@@ -103,7 +119,7 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
 def is_adapted(model: nn.Module) -> bool:
     """True when :func:`apply_peft` was applied to ``model``."""
     return getattr(model, CONFIG_ATTRIBUTE, None) is not None or any(
-        isinstance(module, AdapterLinear) for module in model.modules()
+        isinstance(module, MergeableAdapter) for module in model.modules()
     )
 
 
@@ -258,12 +274,13 @@ def frozen_subtree_roots(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def is_frozen(module: nn.Module) -> bool:
-    """True when ``module`` has parameters and trains none, counting the shared bases (and
-    CLoRA#'s shared coefficients) that its CLoRA layers use but do not own."""
+    """True when ``module`` has parameters and trains none, counting the shared modules its
+    wrapped layers use but do not own (CLoRA's bases, PointLoRA's shared branches)."""
     parameters = list(module.parameters())
     for submodule in module.modules():
-        if isinstance(submodule, CLoRALinear):
-            parameters.extend(submodule.family.parameters())
+        if isinstance(submodule, MergeableAdapter):
+            for shared in submodule.shared_modules():
+                parameters.extend(shared.parameters())
     return bool(parameters) and not any(p.requires_grad for p in parameters)
 
 

@@ -22,13 +22,16 @@ from torch import nn
 from backbones.errors import CheckpointError, ConfigError, StateError
 
 from .bases import BANK_ATTRIBUTE
-from .config import resolve_peft_config
+from .config import resolve_peft_config, structural_config
 from .inject import CONFIG_ATTRIBUTE, apply_peft, frozen_subtree_roots, is_adapted, require_adapted
 from .merge import adapter_layers, is_merged
+from .methods import METHODS
+from .vera import BANK_ATTRIBUTE as VERA_BANK
 
 #: Key of the method config inside an adapter state dict.
 CONFIG_KEY = "peft_config"
-#: Config keys that change the model's structure or outputs; they must match on loading.
+#: Config keys that change the model's structure or outputs; they must match on loading (with
+#: the structural options of the method's block, :func:`pcclora.peft.config.structural_config`).
 STRUCTURAL_KEYS = ("method", "rank", "num_bases", "alpha", "target_modules", "trainable_extra")
 _BASE_LAYER_SUFFIX = ".base_layer"
 
@@ -109,11 +112,11 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
 def _check_fits(model: nn.Module, saved_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
     """Raise unless ``tensors`` (saved with ``saved_config``) load into the adapted ``model`` exactly."""
-    model_config = getattr(model, CONFIG_ATTRIBUTE)
+    saved, current = structural_config(saved_config), structural_config(getattr(model, CONFIG_ATTRIBUTE))
     differences = [
-        f"{key}: checkpoint {saved_config[key]!r}, model {model_config[key]!r}"
-        for key in STRUCTURAL_KEYS
-        if saved_config[key] != model_config[key]
+        f"{key}: checkpoint {saved.get(key)!r}, model {current.get(key)!r}"
+        for key in dict.fromkeys([*saved, *current])
+        if saved.get(key) != current.get(key)
     ]
     if differences:
         raise CheckpointError(
@@ -155,11 +158,23 @@ def export_merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
     The model itself is not changed (merged or not).  Keys of the shared bases, coefficients and
     LoRA factors are dropped; ``<layer>.base_layer.weight`` becomes ``<layer>.weight``.
+
+    Raises:
+        StateError: the model's method does not merge completely into a plain backbone (IDPT,
+            DAPT, PPT, PointGST and PointLoRA keep modules a plain backbone does not have).
     """
+    config = getattr(model, CONFIG_ATTRIBUTE, None) or {}
+    spec = METHODS.get(config.get("method"))
+    if spec is not None and spec.merge in ("none", "partial"):
+        raise StateError(
+            f"method {spec.name!r} cannot be exported as a plain backbone: "
+            + ("nothing of it merges" if spec.merge == "none" else "only part of it merges")
+            + " into the backbone's weights; keep the run checkpoint (or pcclora.adapter_state_dict) instead"
+        )
     adapters = dict(adapter_layers(model))
     exported: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict().items():
-        if key.startswith(BANK_ATTRIBUTE + "."):
+        if key.startswith((BANK_ATTRIBUTE + ".", VERA_BANK + ".")):
             continue
         owner, _, leaf = key.rpartition(".")
         if owner in adapters:  # the wrapper's own adapter parameters

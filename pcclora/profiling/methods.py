@@ -1,7 +1,9 @@
-"""Profile the methods of a run config: the training-time model and, for adapters, the merged one.
+"""Profile the methods of a run config: the training-time model and, where something merges, the merged one.
 
 Each method gets the config's backbone with random weights (counts do not depend on the
-weights, so no checkpoint is loaded) at batch 1 and the config's ``dataset.npoints``.
+weights, so no checkpoint is loaded) at batch 1 and the config's ``dataset.npoints``, with the
+config's ``peft`` block for that method (a method's own option block takes its defaults unless
+the config sets it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from torch import nn
 from backbones import create_backbone
 from datasets import get_dataset_spec
 from pcclora.config import size_overrides
-from pcclora.peft import apply_peft, count_parameters, merge_adapters
+from pcclora.peft import METHODS, apply_peft, count_parameters, merge_adapters
+from pcclora.peft.merge import merged_parameter_count
 
 from .counting import count_compute
 from .latency import measure_latency
@@ -23,8 +26,17 @@ from .tokenizer_cost import tokenizer_flops_estimate
 
 #: The figures of one model, as in ``--json`` (raw counts).
 COMPUTE_KEYS = ("macs_conv_linear", "macs_with_attention", "flops")
-#: Parameter groups that exist only until the adapters are merged.
-ADAPTER_GROUPS = ("bases", "coefficients", "lora")
+
+
+def merges(method: str) -> bool:
+    """Whether something of ``method`` folds into the weights (fully or in part)."""
+    return METHODS[method].merge in ("full", "partial")
+
+
+def same_network_as_backbone(method: str, merged: bool) -> bool:
+    """Whether the (merged) model of ``method`` runs exactly the backbone's network."""
+    spec = METHODS[method]
+    return spec.merge == "n/a" or (merged and spec.merge == "full")
 
 
 def dataset_num_classes(dataset_cfg: dict[str, Any]) -> int:
@@ -46,8 +58,21 @@ def build_backbone(config: dict[str, Any], seed: int = 0) -> nn.Module:
 
 
 def adapt(backbone: nn.Module, config: dict[str, Any], method: str) -> nn.Module:
-    """A copy of ``backbone`` with the config's ``peft`` block applied for ``method``."""
-    return apply_peft(copy.deepcopy(backbone), {**config["peft"], "method": method})
+    """A copy of ``backbone`` with the config's ``peft`` block applied for ``method``.
+
+    The common keys of the block stay; a method's own option block is the config's when it is
+    that method's, else the method's defaults. Common keys the method does not read are reset
+    to their defaults, so that one config can profile every method.
+    """
+    from pcclora.peft.config import DEFAULT_PEFT_CONFIG
+
+    peft = {key: config["peft"][key] for key in DEFAULT_PEFT_CONFIG}
+    spec = METHODS[method]
+    if spec.common_keys is not None:
+        peft = {key: value for key, value in peft.items() if key in spec.common_keys}
+    if method in config["peft"]:
+        peft[method] = config["peft"][method]
+    return apply_peft(copy.deepcopy(backbone), {**peft, "method": method})
 
 
 def _compute(model: nn.Module, points: torch.Tensor) -> dict[str, int]:
@@ -81,10 +106,10 @@ def profile_method(
         "merged": None,
         "model": model,
     }
-    if any(params["groups"][group] for group in ADAPTER_GROUPS):
+    if merges(method):
         merged_model = merge_adapters(copy.deepcopy(model))
-        adapter_params = sum(params["groups"][group] for group in ADAPTER_GROUPS)
-        result["merged"] = {"params_total": params["total"] - adapter_params, **_compute(merged_model, points)}
+        result["merged"] = {"params_total": merged_parameter_count(merged_model), **_compute(merged_model, points)}
+        result["merged_model"] = merged_model
     return result
 
 
@@ -111,17 +136,28 @@ def latency_rows(
 ) -> list[dict[str, Any]]:
     """Latency of every distinct network among ``profiles``.
 
-    ``full``, ``linear`` and every merged model run the same network as the plain ``backbone``,
-    so it is timed once, as "backbone"; each un-merged adapter model is timed on its own.
+    ``full``, ``linear`` and every completely merged model run the same network as the plain
+    ``backbone``, so it is timed once, as "backbone"; every other model (un-merged adapters,
+    methods that do not merge, partly merged models) is timed on its own.
 
     Returns:
         One ``{"network", "used_by", "results"}`` per network; ``results`` as
         :func:`measure_latency` gives them.
     """
-    users = [p["method"] for p in profiles if p["merged"] is None]
-    users += [f"{p['method']} merged" for p in profiles if p["merged"] is not None]
+    users = [p["method"] for p in profiles if same_network_as_backbone(p["method"], merged=False)]
+    users += [
+        f"{p['method']} merged"
+        for p in profiles
+        if p["merged"] is not None and same_network_as_backbone(p["method"], merged=True)
+    ]
     timed = [("backbone", users, backbone)]
-    timed += [(f"{p['method']} (un-merged)", [p["method"]], p["model"]) for p in profiles if p["merged"] is not None]
+    for p in profiles:
+        method = p["method"]
+        if same_network_as_backbone(method, merged=False):
+            continue
+        timed.append((f"{method} (un-merged)" if p["merged"] is not None else method, [method], p["model"]))
+        if p["merged"] is not None and not same_network_as_backbone(method, merged=True):
+            timed.append((f"{method} (merged)", [f"{method} merged"], p["merged_model"]))
     return [
         {
             "network": network,

@@ -5,6 +5,10 @@ points, 128 groups, batch 1). Their "GFLOPs" are the multiply-adds of the Conv1d
 layers only — this toolkit's ``macs_conv_linear`` — so they sit in the same column as the
 measured figures. The other backbones' rows are their own full models as their papers (or the
 PEFT papers that use them) report them; a figure a source does not give is ``None``.
+
+PPT's row has its trainable count only (its abstract, arXiv 2408.11567v2); its paper gives no
+compute figure that this project could read. PointLoRA states a share (3.43 % trainable), not a
+count, and VeRA has no point-cloud figures: neither has a row.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ PUBLISHED_ROWS: tuple[PublishedRow, ...] = (
     PublishedRow("Point-PEFT", 700_000, 7_610_000_000, source=_PEFT_TABLES),
     PublishedRow("DAPT", 1_100_000, 4_960_000_000, source=_PEFT_TABLES),
     PublishedRow("PointGST", 600_000, 4_810_000_000, source=_PEFT_TABLES),
+    PublishedRow("PPT", 1_050_000, None, source="PPT (arXiv 2408.11567v2), abstract"),
     PublishedRow(
         "full fine-tuning", 22_100_000, None, "act", "ACT (ICLR 2023, arXiv 2212.08320): Point-MAE's model, 22.1M"
     ),

@@ -55,7 +55,9 @@ def compute_table(profiles: list[dict[str, Any]], published: bool = True, backbo
         separators.add(len(rows))
         for row in shown:
             macs = _DASH if row.macs_conv_linear is None else _billions(row.macs_conv_linear, 2)
-            rows.append((row.method, "published", _DASH, f"{row.params_trainable / 1e6:.1f}M", macs, _DASH, _DASH))
+            trainable = row.params_trainable / 1e6
+            count = f"{trainable:.2f}M" if row.params_trainable % 100_000 else f"{trainable:.1f}M"
+            rows.append((row.method, "published", _DASH, count, macs, _DASH, _DASH))
     table = render_table(_COLUMNS, rows, left_columns=2, header_rule=False, rules_before=separators)
     if shown:
         sources = "; ".join(dict.fromkeys(row.source for row in shown if row.source))
