@@ -2,7 +2,7 @@
 
 >>> import backbones
 >>> backbones.list_backbones()
-['act', 'point_bert', 'point_mae', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
+['act', 'point_bert', 'point_mae', 'point_mae_seg', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
 >>> model = backbones.create_backbone("point_mae", num_classes=15)  # doctest: +SKIP
 
 This package is the foundation of the toolkit: every other package may import it. Its public names
@@ -37,6 +37,7 @@ _EXPORTS = {
     "PointGPTL": "point_gpt",
     "PointGPTS": "point_gpt",
     "PointMAE": "point_mae",
+    "PointMAESeg": "point_mae_seg",
     "PointPatchTransformer": "point_transformer",
     "ReCon": "recon",
     "StateError": "errors",
@@ -45,6 +46,7 @@ _EXPORTS = {
     "UnknownNameError": "errors",
     "backbone_defaults": "registry",
     "backbone_target_modules": "registry",
+    "backbone_trainable_extra": "registry",
     "checkpoint_filter_fn": "checkpoint",
     "create_backbone": "registry",
     "farthest_point_sample": "tokenizer",

@@ -14,6 +14,7 @@ from .errors import ConfigError, UnknownNameError, did_you_mean, unknown_name_me
 from .point_bert import PointBERT
 from .point_gpt import PointGPTB, PointGPTL, PointGPTS
 from .point_mae import PointMAE
+from .point_mae_seg import PointMAESeg
 from .recon import ReCon
 
 #: Keyword overrides every built-in backbone accepts besides its ``default_config`` keys.
@@ -63,6 +64,13 @@ def backbone_target_modules(name: str) -> list[str] | None:
     return list(targets) if targets else None
 
 
+def backbone_trainable_extra(name: str) -> list[str] | None:
+    """The default ``peft.trainable_extra`` a registered backbone declares (``peft_trainable_extra``;
+    the part-segmentation model has no cls token: ``[]``), or None for the toolkit's default."""
+    extra = getattr(_REGISTRY.get(name), "peft_trainable_extra", None)
+    return list(extra) if extra is not None else None
+
+
 def _check_overrides(name: str, factory: Callable[..., nn.Module], overrides: Mapping[str, Any]) -> None:
     defaults = getattr(factory, "default_config", None)
     if defaults is None:
@@ -87,7 +95,8 @@ def create_backbone(
 
     Args:
         name: one of :func:`list_backbones` (``"point_mae"``, ``"point_bert"``, ``"act"``,
-            ``"recon"``, ``"pointgpt_s"``, ``"pointgpt_b"``, ``"pointgpt_l"``).
+            ``"recon"``, ``"pointgpt_s"``, ``"pointgpt_b"``, ``"pointgpt_l"``; part segmentation:
+            ``"point_mae_seg"``, which also takes ``num_shape_classes``).
         num_classes: outputs of the classification head; may be left out when ``checkpoint`` is
             an export of this toolkit, which stores it.
         checkpoint: a path or an already loaded dict of any layout :func:`load_checkpoint`
@@ -134,6 +143,7 @@ def create_backbone(
 
 
 register_backbone("point_mae")(PointMAE)
+register_backbone("point_mae_seg")(PointMAESeg)
 register_backbone("point_bert")(PointBERT)
 register_backbone("act")(ACT)
 register_backbone("recon")(ReCon)
