@@ -21,6 +21,7 @@ from .classes import FEWSHOT_SOURCE, MODELNET40_CLASSES, MODELNET40_SOURCE, SCAN
 from .fewshot import ModelNetFewShotDataset
 from .modelnet40 import ModelNet40Dataset
 from .scanobjectnn import ScanObjectNNDataset
+from .shapenetpart import NUM_PARTS, SHAPENETPART_PART_NAMES, SHAPENETPART_SOURCE, ShapeNetPartDataset
 
 #: Loader options that a run sets itself (it reads every stored point and picks ``npoints`` by FPS).
 RUN_OWNED_OPTIONS = ("npoints", "shuffle_points")
@@ -104,6 +105,16 @@ DATASETS: dict[str, DatasetSpec] = {
             num_classes=lambda options: int(options.get("way", 5)),  # one class per way
             normalize=True,
         ),
+        DatasetSpec(
+            name="shapenetpart",  # part segmentation (task: segmentation); items carry part labels
+            loader=ShapeNetPartDataset,
+            source=SHAPENETPART_SOURCE,
+            default_root="data/shapenetcore_partanno_segmentation_benchmark_v0_normal",
+            class_names=SHAPENETPART_PART_NAMES,
+            num_classes=lambda options: NUM_PARTS,  # the model's outputs: part classes
+            normalize=True,
+            synthetic_format="shapenetpart",
+        ),
     )
 }
 
@@ -136,7 +147,8 @@ def build_dataset(name: str, root: Path | str, split: str, **options: object) ->
         name: ``"scanobjectnn"`` (options: variant in hardest/objbg/objonly, npoints,
             shuffle_points), ``"modelnet40"`` (npoints, use_normals, source in
             auto/txt/dat/h5, shuffle_points) or ``"modelnet40_fewshot"`` (way, shot, fold,
-            npoints, use_normals, shuffle_points).
+            npoints, use_normals, shuffle_points) or ``"shapenetpart"`` (npoints, use_normals;
+            items are ``(points, category, part labels (npoints,))``).
         root: the dataset folder (see each class).
         split: ``"train"`` or ``"test"``.
 

@@ -2,10 +2,11 @@
 
   python tools/make_synthetic.py --format scanobjectnn --out data/ScanObjectNN
   python tools/make_synthetic.py --format modelnet40 --out data/ModelNet/modelnet40_normal_resampled
+  python tools/make_synthetic.py --format shapenetpart --out data/shapenetcore_partanno_segmentation_benchmark_v0_normal
   python tools/make_synthetic.py --format modelnet40_fewshot \\
       --source data/ModelNet/modelnet40_normal_resampled --out data/ModelNetFewshot
 
-The first two write procedural shapes (see datasets/synthetic.py); the third draws
+The first three write procedural shapes (see datasets/synthetic.py); the third draws
 ``{way}way{shot}shot/{fold}.pkl`` folds from any ModelNet40 folder (real or synthetic).
 """
 
@@ -25,15 +26,21 @@ from pcclora.cli.common import run_tool
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--format", required=True, choices=("scanobjectnn", "modelnet40", "modelnet40_fewshot"))
+    parser.add_argument(
+        "--format", required=True, choices=("scanobjectnn", "modelnet40", "shapenetpart", "modelnet40_fewshot")
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to write (the dataset root)")
     parser.add_argument("--seed", type=int, default=0)
-    synthetic = parser.add_argument_group("scanobjectnn / modelnet40")
+    synthetic = parser.add_argument_group("scanobjectnn / modelnet40 / shapenetpart")
     synthetic.add_argument(
-        "--num-train", type=int, help="train samples (default: 600 for scanobjectnn, 20 per class for modelnet40)"
+        "--num-train",
+        type=int,
+        help="train samples (default: 600 for scanobjectnn, 20 per class for modelnet40, 320 for shapenetpart)",
     )
     synthetic.add_argument(
-        "--num-test", type=int, help="test samples (default: 150 for scanobjectnn, 20 per class for modelnet40)"
+        "--num-test",
+        type=int,
+        help="test samples (default: 150 for scanobjectnn, 20 per class for modelnet40, 160 for shapenetpart)",
     )
     synthetic.add_argument("--num-points", type=int, default=None, help="points per sample (default 2048)")
     synthetic.add_argument(
