@@ -64,6 +64,7 @@ from pcclora.engine.task import Evaluation, Task, get_task
 
 # The built-in tasks register themselves on import (a config names one with ``task:``).
 from pcclora.engine import classification  # noqa: E402, F401  isort: skip
+from pcclora.engine import segmentation  # noqa: E402, F401  isort: skip
 from pcclora.engine.trainer import check_finite_state, nonfinite_state
 from pcclora.peft import METHODS, count_parameters, load_adapter_state_dict
 from pcclora.profiling import profile
