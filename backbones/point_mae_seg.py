@@ -67,6 +67,8 @@ class PointMAESeg(nn.Module):
     layout; the argmax is the same).
     """
 
+    #: What the head serves (``backbones.backbone_task``): per-point part logits.
+    task: ClassVar[str] = "segmentation"
     #: Modules after the transformer: the segmentation head (PEFT keeps them trainable).
     head_module_names: ClassVar[tuple[str, ...]] = (
         "label_conv",

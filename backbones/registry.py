@@ -64,6 +64,22 @@ def backbone_target_modules(name: str) -> list[str] | None:
     return list(targets) if targets else None
 
 
+def backbone_task(name: str) -> str:
+    """The task a registered backbone's head serves: ``"classification"`` (logits per cloud) or
+    ``"segmentation"`` (logits per point, ``point_mae_seg``).
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+    """
+    backbone_defaults(name)
+    return str(getattr(_REGISTRY[name], "task", "classification"))
+
+
+def classification_backbones() -> list[str]:
+    """The registered backbones with a classification head, sorted."""
+    return [name for name in list_backbones() if backbone_task(name) == "classification"]
+
+
 def backbone_trainable_extra(name: str) -> list[str] | None:
     """The default ``peft.trainable_extra`` a registered backbone declares (``peft_trainable_extra``;
     the part-segmentation model has no cls token: ``[]``), or None for the toolkit's default."""
