@@ -117,3 +117,36 @@ def test_profile_flops_profiles_the_segmentation_model_per_method(capsys):
     assert rows["clora"]["params_total"] > rows["linear"]["params_total"]
     assert rows["clora"]["merged"]["macs_conv_linear"] == rows["linear"]["macs_conv_linear"]
     assert rows["linear"]["macs_with_attention"] > rows["linear"]["macs_conv_linear"] > 0
+
+
+def test_benchmark_measures_a_segmentation_training_step(capsys):
+    argv = [
+        "--task",
+        "segmentation",
+        "--only",
+        "train",
+        "--methods",
+        "linear",
+        "clora",
+        "--num-points",
+        "128",
+        "--batch-size",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "--set",
+        "backbone.depth=2",
+        "backbone.trans_dim=32",
+        "backbone.encoder_dims=32",
+        "backbone.num_heads=4",
+        "backbone.num_group=8",
+        "backbone.group_size=8",
+    ]
+    code, out, err = run_in_process("benchmark", argv, capsys)
+    assert code == 0, err
+    settings = json.loads(out)["settings"]
+    assert settings["backbone"] == "point_mae_seg" and settings["num_classes"] == 50
+    assert settings["methods"] == ["linear", "clora"]
