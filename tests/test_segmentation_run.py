@@ -110,13 +110,16 @@ def test_finetune_without_data_ends_in_one_clear_message(tmp_path, capsys, monke
 
 
 def test_profile_flops_profiles_the_segmentation_model_per_method(capsys):
-    argv = ["--cfg", "shapenetpart.yaml", "--method", "clora", "linear", "--json", "--set", *TINY]
+    argv = ["--cfg", "shapenetpart.yaml", "--json", "--set", *TINY]
     code, out, err = run_in_process("profile_flops", argv, capsys)
     assert code == 0, err
     rows = {row["method"]: row for row in json.loads(out)}
+    assert set(rows) == {"clora", "clora_shared", "lora", "full", "linear", "vera"}  # the token-hook ones refuse it
     assert rows["clora"]["params_total"] > rows["linear"]["params_total"]
     assert rows["clora"]["merged"]["macs_conv_linear"] == rows["linear"]["macs_conv_linear"]
     assert rows["linear"]["macs_with_attention"] > rows["linear"]["macs_conv_linear"] > 0
+    code, _, err = run_in_process("profile_flops", [*argv, "--method", "idpt"], capsys)
+    assert code == 2 and "add_token_hook" in err and "Traceback" not in err
 
 
 def test_benchmark_measures_a_segmentation_training_step(capsys):
