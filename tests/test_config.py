@@ -27,7 +27,8 @@ OFFICIAL_SETTINGS = {
 
 
 def test_every_packaged_config_is_listed_and_loads_with_the_official_settings():
-    assert set(OFFICIAL_SETTINGS) | {"demo"} == set(available_configs())
+    segmentation = {"shapenetpart", "shapenetpart_synthetic"}  # tests/test_segmentation_run.py
+    assert set(OFFICIAL_SETTINGS) | {"demo"} | segmentation == set(available_configs())
     for name, (backbone, npoints, groups, encoder_dims, max_epoch, smoothing) in OFFICIAL_SETTINGS.items():
         config = load_config(name)
         assert config["name"] == name

@@ -14,6 +14,7 @@ import torch
 
 from backbones import create_backbone, load_checkpoint
 from datasets import build_dataset, make_synthetic
+from pcclora.config import load_config
 from pcclora.engine.seg_metrics import part_seg_scores, shape_iou
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -97,6 +98,19 @@ def test_tiny_segmentation_run_learns_and_its_checkpoint_evaluates(tmp_path, cap
     plain = create_backbone("point_mae_seg", num_classes=50, **sizes)
     report = load_checkpoint(plain, exported)
     assert "model_state_dict" in exported and report.layout == "finetuned" and not report.missing
+
+
+def test_packaged_config_holds_the_official_segmentation_recipe():
+    config = load_config("shapenetpart.yaml")
+    assert config["task"] == "segmentation" and config["backbone"]["name"] == "point_mae_seg"
+    assert config["backbone"]["num_classes"] == 50 and config["dataset"]["npoints"] == 2048
+    assert config["backbone"]["num_group"] == 128 and config["backbone"]["group_size"] == 32
+    assert config["optimizer"] == {"name": "adamw", "lr": 0.0002, "weight_decay": 0.05}
+    assert config["training"]["batch_size"] == 16 and config["training"]["grad_clip"] == 10.0
+    assert config["training"]["max_epoch"] == 299 and config["scheduler"]["epochs"] == 300  # 300 passes
+    assert config["scheduler"]["warmup_epochs"] == 10 and config["peft"]["trainable_extra"] == []
+    augment = config["dataset"]["augment"]
+    assert (augment["scale_low"], augment["scale_high"], augment["translate"]) == (0.8, 1.25, 0.1)
 
 
 def test_finetune_without_data_ends_in_one_clear_message(tmp_path, capsys, monkeypatch):
