@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,6 +91,12 @@ def test_tiny_segmentation_run_learns_and_its_checkpoint_evaluates(tmp_path, cap
     assert set(result["per_category_iou"]) == set(build_dataset("shapenetpart", root, "test").categories)
     code, out, _ = run_in_process("test", ["--ckpt", "run/checkpoints/best.pth"], capsys)
     assert code == 0 and "Ins mIoU" in out and "Airplane" in out
+
+    # predictions classify whole clouds: a segmentation checkpoint is refused with one message
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, np.random.default_rng(0).random((300, 3), dtype=np.float32))
+    code, _, err = run_in_process("predict", ["--ckpt", "run/checkpoints/best.pth", str(cloud)], capsys)
+    assert code == 2 and "part-segmentation model" in err and "Traceback" not in err
 
     # the merged export is the official segmentation layout and loads strictly into a plain model
     exported = torch.load(tmp_path / "run" / "model_merged.pth", weights_only=False)
