@@ -184,3 +184,10 @@ def test_benchmark_measures_a_segmentation_training_step(capsys, one_thread):
     settings = json.loads(out)["settings"]
     assert settings["backbone"] == "point_mae_seg" and settings["num_classes"] == 50
     assert settings["methods"] == ["linear", "clora"]
+
+
+def test_compare_refuses_a_segmentation_config_with_one_message(tmp_path, capsys):
+    argv = ["--cfg", "shapenetpart.yaml", "--methods", "clora", "linear", "--output", str(tmp_path / "cmp")]
+    code, _, err = run_in_process("compare", argv, capsys)
+    assert code == 2 and "covers classification" in err and "Traceback" not in err
+    assert not (tmp_path / "cmp").exists()
