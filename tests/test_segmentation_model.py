@@ -173,6 +173,53 @@ def test_forward_gives_per_point_logits_and_takes_labels_as_indices_or_one_hot()
     assert feature_blocks(2) == (0, 0, 1) and feature_blocks(4) == (0, 2, 3)
 
 
+def _official_forward(model, points, one_hot):
+    """The official ``get_model.forward`` written out from its code (own loops, own order), on the
+    model's tokenizer and layers: blocks 3/7/11 → norm → concat, max / mean repeated, label_conv,
+    propagation of [xyz, interpolated], convs; log_softmax dropped (same argmax)."""
+    batch, num_points, _ = points.shape
+    neighborhood, center = model.group_divider(points)
+    x, pos = model.encoder(neighborhood), model.pos_embed(center)
+    kept = []
+    for index, block in enumerate(model.blocks.blocks):
+        x = block(x + pos)
+        if index in (3, 7, 11):
+            kept.append(model.norm(x).transpose(-1, -2))
+    x = torch.cat(kept, dim=1)
+    x_max = x.max(2)[0].unsqueeze(-1).repeat(1, 1, num_points)
+    x_avg = x.mean(2).unsqueeze(-1).repeat(1, 1, num_points)
+    label = model.label_conv(one_hot.view(batch, 16, 1)).repeat(1, 1, num_points)
+    global_feature = torch.cat((x_max, x_avg, label), 1)
+    distances = torch.cdist(points, center) ** 2
+    dists, idx = distances.sort(dim=-1)
+    weight = 1.0 / (dists[:, :, :3] + 1e-8)
+    weight = weight / weight.sum(dim=2, keepdim=True)
+    features = x.transpose(1, 2)
+    gathered = torch.stack([features[b][idx[b, :, :3]] for b in range(batch)])  # (B, N, 3, C)
+    interpolated = (gathered * weight.unsqueeze(-1)).sum(2).transpose(1, 2)
+    f = torch.cat([points.transpose(1, 2), interpolated], dim=1)
+    for conv, bn in zip(model.propagation_0.mlp_convs, model.propagation_0.mlp_bns, strict=True):
+        f = torch.relu(bn(conv(f)))
+    x = torch.cat((f, global_feature), 1)
+    x = torch.relu(model.bns1(model.convs1(x)))
+    x = torch.relu(model.bns2(model.convs2(x)))
+    return model.convs3(x).permute(0, 2, 1)
+
+
+def test_forward_equals_the_official_forward_written_out():
+    model = _tiny(seed=4, depth=12).eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    points, labels = _points(2, 96), torch.tensor([4, 12])
+    with torch.no_grad():
+        ours = model(points, labels)
+        reference = _official_forward(model, points, torch.nn.functional.one_hot(labels, 16).float())
+    assert model.feature_blocks == (3, 7, 11)
+    assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------
 # adapters, merging, export
 # --------------------------------------------------------------------------------------------
