@@ -15,6 +15,9 @@ layout                      how it is recognised / what happens                 
 ``point_mae_pretrain``      ``MAE_encoder.*`` keys (Point-MAE ``pretrain.pth``):   non-strict
                             ``MAE_encoder.X`` → ``X``; decoder-side keys stay and
                             are reported unexpected.
+``point_mae_pretrainer``    only for the pre-training network                      strict
+                            (``create_pretrainer("point_mae")``): the same file,
+                            every key kept as it is (encoder and decoder).
 ``act_pretrain``            ``ACT_encoder.*`` (ACT): ``ACT_encoder.X`` → ``X``;     non-strict
                             the frozen teacher ``dvae_tokenizer.*`` ignored.
 ``pointgpt_pretrain``       ``GPT_Transformer.*`` (PointGPT): prefix stripped.     non-strict
@@ -76,6 +79,9 @@ class CheckpointLayout:
         marker: a key that must be present too (tells apart layouts that share ``prefix``).
         generic: tried for every model; ``False``: only for models that name it in
             ``checkpoint_layouts``.
+        strip: remove ``prefix`` from the keys; ``False``: the model's keys carry it too (a
+            pre-training network loading its own layout).
+        strict: the file must match the model exactly unless the caller says otherwise.
     """
 
     name: str
@@ -83,6 +89,8 @@ class CheckpointLayout:
     dropped: tuple[str, ...] = ()
     marker: str | None = None
     generic: bool = True
+    strip: bool = True
+    strict: bool = False
 
     def matches(self, tensors: Mapping[str, torch.Tensor], model: nn.Module | None) -> bool:
         """Whether the tensors (wrapper prefixes already stripped) are of this layout."""
@@ -97,7 +105,7 @@ class CheckpointLayout:
         for key, value in tensors.items():
             if self.dropped and key.startswith(self.dropped):
                 ignored.append(key)
-            elif key.startswith(self.prefix):
+            elif key.startswith(self.prefix) and self.strip:
                 remapped[key[len(self.prefix) :]] = value
             else:
                 remapped[key] = value
@@ -141,6 +149,7 @@ CHECKPOINT_LAYOUTS: dict[str, CheckpointLayout] = {
             "recon_pretrain", "MAE_encoder.", dropped=("img_encoder.", "text_encoder."), marker="MAE_encoder.img_token"
         ),
         CheckpointLayout("point_mae_pretrain", "MAE_encoder."),
+        CheckpointLayout("point_mae_pretrainer", "MAE_encoder.", generic=False, strip=False, strict=True),
         CheckpointLayout("act_pretrain", "ACT_encoder.", dropped=("dvae_tokenizer.",)),
         CheckpointLayout("pointgpt_pretrain", "GPT_Transformer."),
         HeadDroppingLayout(
@@ -175,8 +184,10 @@ class RemappedCheckpoint:
 
     @property
     def strict_by_default(self) -> bool:
-        """Fine-tuned and plain layouts must match the model exactly; pre-training ones not."""
-        return self.layout in STRICT_LAYOUTS
+        """Fine-tuned and plain layouts (and a pre-training network's own) must match the model
+        exactly; pre-training files loaded into a fine-tuning model not."""
+        layout = CHECKPOINT_LAYOUTS.get(self.layout)
+        return self.layout in STRICT_LAYOUTS or (layout is not None and layout.strict)
 
 
 @dataclass

@@ -52,3 +52,29 @@ class PointMAE(PointPatchTransformer):
             nn.Linear(256, self.num_classes),
         )
         self._init_backbone_weights()
+
+
+#: The sizes of the small Point-MAE whose pre-trained weights ship with pcclora
+#: (``backbones/weights``; docs/recipes.md, "The shipped pre-trained backbone").
+POINT_MAE_TINY_SIZES: dict[str, Any] = {
+    "trans_dim": 128,
+    "depth": 4,
+    "num_heads": 4,
+    "num_group": 32,
+    "group_size": 16,
+    "encoder_dims": 128,
+    "drop_path_rate": 0.1,
+    "mlp_ratio": 4.0,
+}
+
+
+class PointMAETiny(PointMAE):
+    """The Point-MAE classifier at the size of pcclora's shipped pre-trained backbone.
+
+    The same module tree and key names as :class:`PointMAE` (any ``point_mae`` tool or method
+    applies); only the default sizes differ (:data:`POINT_MAE_TINY_SIZES`).
+    ``backbones.create_backbone("point_mae_tiny", num_classes=C, pretrained=True)`` loads the
+    shipped weights (pre-trained with ``tools/pretrain.py`` on synthetic ShapeNet-55-layout data).
+    """
+
+    default_config: ClassVar[dict[str, Any]] = dict(POINT_MAE_TINY_SIZES)

@@ -1,4 +1,4 @@
-"""Datasets: ScanObjectNN, ModelNet40, few-shot ModelNet40, batch transforms, synthetic data.
+"""Datasets: ScanObjectNN, ModelNet40, few-shot ModelNet40, ShapeNet-55, batch transforms, synthetic data.
 
 ``build_dataset(name, root, split, **options)`` is the entry point; ``datasets.transforms``
 holds the augmentations; ``datasets.synthetic.make_synthetic`` writes small files in the
@@ -14,6 +14,7 @@ from .fewshot import ModelNetFewShotDataset, make_fewshot_folds
 from .modelnet40 import ModelNet40Dataset, build_dat_cache, pc_normalize
 from .registry import DATASETS, DatasetSpec, build_dataset, dataset_options, get_dataset_spec, list_datasets
 from .scanobjectnn import ScanObjectNNDataset
+from .shapenet55 import ShapeNet55Dataset
 from .synthetic import make_synthetic
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ModelNet40Dataset",
     "ModelNetFewShotDataset",
     "ScanObjectNNDataset",
+    "ShapeNet55Dataset",
     "build_dat_cache",
     "build_dataset",
     "dataset_options",

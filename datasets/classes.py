@@ -79,3 +79,8 @@ FEWSHOT_SOURCE = (
     "ModelNetFewshot from the Point-BERT DATASET.md links (or make folds from a ModelNet40 "
     "folder: python tools/make_synthetic.py --format modelnet40_fewshot --source DIR --out DIR)"
 )
+SHAPENET55_SOURCE = (
+    "ShapeNet55-34 (shapenet_pc/*.npy and ShapeNet-55/{train,test}.txt) from the Point-BERT DATASET.md "
+    "links, as Point-MAE's DATASET.md says (or make small files in the same layout: python "
+    "tools/make_synthetic.py --format shapenet55 --out DIR)"
+)

@@ -17,10 +17,18 @@ from typing import Any
 from backbones.errors import DataError, UnknownNameError, unknown_name_message
 
 from .base import PointCloudDataset
-from .classes import FEWSHOT_SOURCE, MODELNET40_CLASSES, MODELNET40_SOURCE, SCANOBJECTNN_CLASSES, SCANOBJECTNN_SOURCE
+from .classes import (
+    FEWSHOT_SOURCE,
+    MODELNET40_CLASSES,
+    MODELNET40_SOURCE,
+    SCANOBJECTNN_CLASSES,
+    SCANOBJECTNN_SOURCE,
+    SHAPENET55_SOURCE,
+)
 from .fewshot import ModelNetFewShotDataset
 from .modelnet40 import ModelNet40Dataset
 from .scanobjectnn import ScanObjectNNDataset
+from .shapenet55 import ShapeNet55Dataset
 from .shapenetpart import NUM_PARTS, SHAPENETPART_PART_NAMES, SHAPENETPART_SOURCE, ShapeNetPartDataset
 
 #: Loader options that a run sets itself (it reads every stored point and picks ``npoints`` by FPS).
@@ -44,6 +52,8 @@ class DatasetSpec:
         synthetic_options: turns the dataset options into that writer's keyword options.
         normalize: whether the loader centres each cloud and scales it into the unit sphere
             (predictions on other clouds do the same for a model trained on this dataset).
+        labelled: whether the labels are classes to fine-tune on; ``False`` for a pre-training
+            set (ShapeNet-55, whose items carry their taxonomy only for the interface's sake).
     """
 
     name: str
@@ -55,6 +65,7 @@ class DatasetSpec:
     normalize: bool
     synthetic_format: str | None = None
     synthetic_options: Callable[[Mapping[str, Any]], dict[str, Any]] = field(default=lambda options: {})
+    labelled: bool = True
 
     @property
     def options(self) -> list[str]:
@@ -106,6 +117,17 @@ DATASETS: dict[str, DatasetSpec] = {
             normalize=True,
         ),
         DatasetSpec(
+            name="shapenet55",
+            loader=ShapeNet55Dataset,
+            source=SHAPENET55_SOURCE,
+            default_root="data/ShapeNet55-34",
+            class_names=None,
+            num_classes=lambda options: 55,  # the official taxonomies (a synthetic copy has its own count)
+            normalize=True,
+            synthetic_format="shapenet55",
+            labelled=False,
+        ),
+        DatasetSpec(
             name="shapenetpart",  # part segmentation (task: segmentation); items carry part labels
             loader=ShapeNetPartDataset,
             source=SHAPENETPART_SOURCE,
@@ -146,9 +168,10 @@ def build_dataset(name: str, root: Path | str, split: str, **options: object) ->
     Args:
         name: ``"scanobjectnn"`` (options: variant in hardest/objbg/objonly, npoints,
             shuffle_points), ``"modelnet40"`` (npoints, use_normals, source in
-            auto/txt/dat/h5, shuffle_points) or ``"modelnet40_fewshot"`` (way, shot, fold,
-            npoints, use_normals, shuffle_points) or ``"shapenetpart"`` (npoints, use_normals;
-            items are ``(points, category, part labels (npoints,))``).
+            auto/txt/dat/h5, shuffle_points), ``"modelnet40_fewshot"`` (way, shot, fold,
+            npoints, use_normals, shuffle_points), ``"shapenet55"`` (npoints, shuffle_points;
+            the pre-training set) or ``"shapenetpart"`` (npoints, use_normals; items are
+            ``(points, category, part labels (npoints,))``).
         root: the dataset folder (see each class).
         split: ``"train"`` or ``"test"``.
 

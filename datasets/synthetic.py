@@ -3,12 +3,14 @@
 ``make_synthetic("scanobjectnn", out, num_train=..., num_test=..., seed=...)`` writes
 ``out/main_split/*.h5`` and ``out/main_split_nobg/*.h5`` (all three variants);
 ``make_synthetic("modelnet40", out, ...)`` writes the ``modelnet40_normal_resampled`` text
-layout into ``out`` and its ``.dat`` caches.  The shapes come from :mod:`datasets.shapes`:
-procedural objects sampled uniformly over their surfaces and normalised to the unit sphere, so
-only shape tells classes apart.  The ScanObjectNN files reuse the 15 official class names as
-labels for look-alike procedural shapes (``SCANOBJECTNN_SHAPES``); the ModelNet40 files name
-their classes after the procedural shapes (``modelnet40_shape_names.txt`` lists them; 40 by
-default, up to 47).  Everything is deterministic for a given seed.
+layout into ``out`` and its ``.dat`` caches; ``make_synthetic("shapenet55", out, ...)`` the
+ShapeNet-55 layout (``ShapeNet-55/{train,test}.txt``, ``shapenet_pc/*.npy`` of 8192 points), one
+taxonomy per procedural shape (all 47), many instances each, for pre-training.  The shapes
+come from :mod:`datasets.shapes`: procedural objects sampled uniformly over their surfaces and
+normalised to the unit sphere, so only shape tells classes apart.  The ScanObjectNN files
+reuse the 15 official class names as labels for look-alike procedural shapes
+(``SCANOBJECTNN_SHAPES``); the ModelNet40 files name their classes after the procedural shapes
+(``modelnet40_shape_names.txt`` lists them; 40 by default, up to 47).  Everything is deterministic for a given seed.
 
 Per object (a random generator per sample, seeded by ``(seed, split, index)``, so the three
 ScanObjectNN variants show the same objects): surface sampling, normalisation, anisotropic
@@ -42,7 +44,7 @@ from .part_shapes import PART_SHAPES, write_shapenetpart
 from .scanobjectnn import VARIANTS, scanobjectnn_relative_path
 from .shapes import SHAPES, box, rot_x, rot_y, rot_z, sample_shape
 
-FORMATS = ("scanobjectnn", "modelnet40", "shapenetpart")
+FORMATS = ("scanobjectnn", "modelnet40", "shapenet55", "shapenetpart")
 #: ShapeNetPart defaults: train (incl. val) / test shapes, the 16 categories taking turns.
 SHAPENETPART_SIZES = (320, 160)
 #: ScanObjectNN defaults: train / test samples.
@@ -50,6 +52,11 @@ SCANOBJECTNN_SIZES = (600, 150)
 #: ModelNet40 defaults: samples per class in each split — enough for every official few-shot fold
 #: (up to 20 train and 20 test samples per class), so the layout can feed ``make_fewshot_folds``.
 MODELNET40_PER_CLASS = 20
+#: ShapeNet-55 defaults: instances per taxonomy (procedural shape) in each split.
+SHAPENET55_PER_CLASS = (40, 10)
+#: Stream of the ShapeNet-55 objects: never the same instance as the ModelNet40 or ScanObjectNN
+#: writers draw for the same seed, split and index (pre-training must not see the test objects).
+SHAPENET55_STREAM = 55
 SPLIT_IDS = {"train": 0, "test": 1}
 INFO_FILE = "synthetic_info.json"
 
@@ -81,6 +88,7 @@ MODELNET40_SHAPES: tuple[str, ...] = tuple(
 SCAN_POINTS = 2048
 SHAPENETPART_POINTS = 2048  # mean points per file (the official files hold about 2,600)
 MODELNET_POINTS = 2048
+SHAPENET_POINTS = 8192
 _OVERSAMPLE = 2.0  # surface points drawn per kept point: room for occlusion and cropping
 
 
@@ -292,12 +300,44 @@ def write_modelnet40(
     return written
 
 
+def write_shapenet55(
+    out: Path, num_train: int, num_test: int, seed: int, num_points: int = SHAPENET_POINTS
+) -> list[Path]:
+    """Write the ShapeNet-55 layout into ``out``; return the two list files.
+
+    Taxonomy ids are the procedural shape names (``chair-train000012.npy``); every cloud is an
+    upright instance (yaw ±15°, anisotropic scale) centred and scaled into the unit sphere.
+    """
+    from .shapenet55 import CLOUD_FOLDER, LIST_FOLDER
+
+    names = tuple(SHAPES)
+    (out / LIST_FOLDER).mkdir(parents=True, exist_ok=True)
+    (out / CLOUD_FOLDER).mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, count in (("train", num_train), ("test", num_test)):
+        files = []
+        for index, label in enumerate(_split_labels(count, len(names), seed, split)):
+            rng = np.random.default_rng([seed, SPLIT_IDS[split], index, SHAPENET55_STREAM])
+            points, _ = posed_object(names[label], num_points, rng, scanned=False)
+            points = points - points.mean(0)
+            points /= np.linalg.norm(points, axis=1).max()
+            file = f"{names[label]}-{split}{index:06d}.npy"
+            np.save(out / CLOUD_FOLDER / file, points.astype(np.float32))
+            files.append(file)
+        path = out / LIST_FOLDER / f"{split}.txt"
+        path.write_text("".join(f"{file}\n" for file in files))
+        written.append(path)
+    return written
+
+
 def default_split_sizes(
     format: str, num_classes: int, num_train: int | None = None, num_test: int | None = None
 ) -> tuple[int, int]:
     """``(num_train, num_test)`` with the format's default in place of each None."""
     if format == "modelnet40":
         defaults = (MODELNET40_PER_CLASS * num_classes, MODELNET40_PER_CLASS * num_classes)
+    elif format == "shapenet55":
+        defaults = (SHAPENET55_PER_CLASS[0] * len(SHAPES), SHAPENET55_PER_CLASS[1] * len(SHAPES))
     elif format == "shapenetpart":
         defaults = SHAPENETPART_SIZES
     else:
@@ -324,17 +364,19 @@ def make_synthetic(
             15 classes, 2048 points) or ``"modelnet40"`` (writes the
             ``modelnet40_normal_resampled`` text layout into ``out`` plus the FPS ``.dat``
             caches; ``num_classes`` classes, 2048 points per text file by default) or
-            ``"shapenetpart"`` (the ``shapenetcore_partanno_segmentation_benchmark_v0_normal``
+            ``"shapenet55"`` (``ShapeNet-55/{train,test}.txt`` and ``shapenet_pc/*.npy``, one
+            taxonomy per procedural shape, 8192 points per cloud by default; unlabeled use)
+            or ``"shapenetpart"`` (the ``shapenetcore_partanno_segmentation_benchmark_v0_normal``
             layout into ``out``: 16 procedural categories with their official part labels,
             about ``num_points`` points per shape; :mod:`datasets.part_shapes`).
         out: the folder to write; use it as the dataset root. A new folder appears only when
             complete (written under a temporary name, then renamed); an existing one is written into.
         num_train, num_test: samples per split (classes balanced); None = 600 / 150 for
             ScanObjectNN, 20 per class in each split for ModelNet40 (800 / 800 with 40
-            classes: enough for every official 5/10-way 10/20-shot fold) and 320 / 160 for
-            ShapeNetPart.
+            classes: enough for every official 5/10-way 10/20-shot fold), 40 / 10 per
+            shape for ShapeNet-55 (1880 / 470) and 320 / 160 for ShapeNetPart.
         seed: everything written is a function of the seed.
-        num_points: points per sample (default 2048).
+        num_points: points per sample (default 2048; ShapeNet-55 8192).
         variants: ScanObjectNN variants to write (hardest, objbg, objonly).
         background: give objbg/hardest background points (False: object only everywhere).
         num_classes: ModelNet40 layout only, 2..47.
@@ -365,10 +407,14 @@ def make_synthetic(
             points = num_points or SHAPENETPART_POINTS
             write_shapenetpart(target, num_train, num_test, seed, points)
             classes = {name: f"procedural {name.lower()} with its official parts" for name in PART_SHAPES}
-        else:
+        elif format == "modelnet40":
             points = num_points or MODELNET_POINTS
             write_modelnet40(target, num_train, num_test, seed, points, num_classes)
             classes = {name: name for name in MODELNET40_SHAPES[:num_classes]}
+        else:
+            points = num_points or SHAPENET_POINTS
+            write_shapenet55(target, num_train, num_test, seed, points)
+            classes = {name: name for name in SHAPES}
     except BaseException:
         if fresh:
             shutil.rmtree(target, ignore_errors=True)

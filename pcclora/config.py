@@ -1,7 +1,8 @@
 """Run configurations: packaged YAML files, ``_base_`` inheritance and ``--set`` overrides.
 
-A configuration is a nested dict with six sections (``backbone``, ``peft``, ``dataset``,
-``optimizer``, ``scheduler``, ``training``). Configs of the official repositories (Point-MAE,
+A configuration is a nested dict with the top-level ``task`` and seven sections (``backbone``,
+``peft``, ``dataset``, ``optimizer``, ``scheduler``, ``training``, and ``pretraining``, read by
+pre-training runs only). Configs of the official repositories (Point-MAE,
 Point-BERT, ACT, ReCon, PointGPT) are read as they are and translated
 (:mod:`pcclora.official_config`). Every file is merged on top of the packaged
 ``_base_/defaults.yaml``, which is also the schema: a key that is not there is a mistake and is
@@ -33,7 +34,7 @@ DEFAULTS_FILE = CONFIG_DIR / "_base_" / "defaults.yaml"
 BASE_KEY = "_base_"
 PEFT_SECTION = "peft"
 #: Keys of the ``backbone:`` section that are not model sizes.
-BACKBONE_KEYS = ("name", "checkpoint", "num_classes")
+BACKBONE_KEYS = ("name", "checkpoint", "pretrained", "num_classes")
 #: Packaged folders that hold config pieces, not configs: ``_base_`` and the per-method recipes.
 PIECE_FOLDERS = (BASE_KEY, "methods")
 
@@ -507,6 +508,10 @@ _RUN_NUMBER_BOUNDS = (
     ("scheduler.warmup_epochs", 0, True, None),
     ("scheduler.lr_min", 0, True, MAX_LEARNING_RATE),
     ("scheduler.warmup_lr_init", 0, True, MAX_LEARNING_RATE),
+    ("pretraining.val_every", 0, True, None),
+    ("pretraining.probe_l2", 0, True, None),
+    ("pretraining.probe_max_iter", 1, True, None),
+    ("pretraining.probe.npoints", 1, True, None),
 )
 
 
@@ -521,8 +526,9 @@ def check_run_numbers(config: Mapping[str, Any]) -> None:
             ``training.batch_size=0``, ``optimizer.lr=-1``, ``optimizer.lr=1e40``, ``training.grad_clip=.nan``).
     """
     for dotted, low, inclusive, high in _RUN_NUMBER_BOUNDS:
-        section, key = dotted.split(".")
-        value = config[section][key]
+        value: Any = config
+        for part in dotted.split("."):
+            value = value[part]
         hint = f"(set it in the config or with --set {dotted}=...)"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{dotted} must be a finite number, got {value!r} {hint}")
@@ -541,7 +547,7 @@ def check_run_numbers(config: Mapping[str, Any]) -> None:
 
 
 #: Config keys that hold paths of files the run reads.
-PATH_KEYS = (("dataset", "root"), ("backbone", "checkpoint"))
+PATH_KEYS = (("dataset", "root"), ("backbone", "checkpoint"), ("pretraining", "probe", "root"))
 
 
 def with_absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -551,10 +557,12 @@ def with_absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
     ``--resume`` and predictions find the same files from any working folder.
     """
     resolved = copy.deepcopy(dict(config))
-    for section, key in PATH_KEYS:
-        value = resolved[section][key]
-        if value is not None:  # str(): YAML reads a bare number as an int
-            resolved[section][key] = str(Path(str(value)).expanduser().absolute())
+    for *sections, key in PATH_KEYS:
+        node = resolved
+        for section in sections:
+            node = node[section]
+        if node[key] is not None:  # str(): YAML reads a bare number as an int
+            node[key] = str(Path(str(node[key])).expanduser().absolute())
     return resolved
 
 

@@ -12,8 +12,9 @@ function or a class are session-scoped and stateless: a test calls what it recei
   ``backbones``, so that the tests check the module tree against the official one.
 - Tiny sizes per backbone (``tiny_sizes``, ``tiny_backbone``).
 - Miniature datasets and configs (``write_scanobjectnn``, ``write_modelnet40_dat``,
-  ``write_fewshot``, ``tiny_overrides``, ``tiny_config``): official file layouts with a few
-  class-dependent clouds, and ``--set`` strings that shrink any packaged config to seconds.
+  ``write_fewshot``, ``write_shapenet55``, ``tiny_overrides``, ``tiny_config``,
+  ``tiny_pretrain_overrides``): official file layouts with a few class-dependent clouds, and
+  ``--set`` strings that shrink any packaged config (pre-training included) to seconds.
 """
 
 from __future__ import annotations
@@ -632,6 +633,65 @@ def _write_fewshot(root: Path, way: int = 5, shot: int = 2, fold: int = 0, num_p
     return root
 
 
+#: Taxonomy ids of the miniature ShapeNet-55 layout (airplane, chair, table).
+SHAPENET_TAXONOMIES = ("02691156", "03001627", "04379243")
+
+
+def _write_shapenet55(root: Path, num_train: int = 12, num_test: int = 6, num_points: int = 96, seed: int = 0) -> Path:
+    """``root/ShapeNet-55/{train,test}.txt`` and ``root/shapenet_pc/<taxonomy>-<model>.npy`` (off-centre,
+    anisotropic Gaussian blobs whose shape depends on the taxonomy)."""
+    rng = np.random.default_rng(seed)
+    (root / "ShapeNet-55").mkdir(parents=True, exist_ok=True)
+    (root / "shapenet_pc").mkdir(exist_ok=True)
+    for split, count in (("train", num_train), ("test", num_test)):
+        names = []
+        for index in range(count):
+            label = index % len(SHAPENET_TAXONOMIES)
+            name = f"{SHAPENET_TAXONOMIES[label]}-{split}{index:04x}abc.npy"
+            scale = np.array([1.0, 2.0, 0.5])[np.roll(np.arange(3), label)]
+            cloud = rng.normal(size=(num_points, 3)) * scale + [3.0, -1.0, 0.5]
+            np.save(root / "shapenet_pc" / name, cloud.astype(np.float32))
+            names.append(name)
+        (root / "ShapeNet-55" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+#: ``--set`` strings that shrink the pre-training network and run to seconds (with ``tiny_pretrain_overrides``).
+TINY_PRETRAINER = [
+    "backbone.trans_dim=32",
+    "backbone.encoder_dims=32",
+    "backbone.depth=2",
+    "backbone.num_heads=2",
+    "backbone.decoder_depth=1",
+    "backbone.decoder_num_heads=2",
+    "backbone.num_group=16",
+    "backbone.group_size=8",
+    "backbone.drop_path_rate=0.0",
+    "training.batch_size=4",
+    "training.test_batch_size=16",
+    "training.max_epoch=1",
+    "training.profile=false",
+    "training.tensorboard=false",
+    "scheduler.epochs=4",
+    "scheduler.warmup_epochs=1",
+]
+
+
+def _tiny_pretrain_overrides(
+    data_root: Path, probe_root: Path | None, npoints: int = 64, extra: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """``--set`` strings for a seconds-long pre-training run of ``pretrain_shapenet55`` (probe: ModelNet40 .dat)."""
+    probe = [f"pretraining.probe.root={probe_root}"] if probe_root is not None else ["pretraining.val_every=0"]
+    return [
+        *TINY_PRETRAINER,
+        f"dataset.root={data_root}",
+        f"dataset.npoints={npoints}",
+        f"pretraining.probe.npoints={npoints}",
+        *probe,
+        *extra,
+    ]
+
+
 def _tiny_overrides(data_root: Path, npoints: int = 64, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """``--set`` strings that shrink any packaged config to a seconds-long CPU run."""
     return [*TINY_BACKBONE, *TINY_TRAINING, f"dataset.root={data_root}", f"dataset.npoints={npoints}", *extra]
@@ -759,6 +819,19 @@ def write_modelnet40_dat():
 def write_fewshot():
     """``write_fewshot(root, way=5, shot=2, fold=0, num_points=96)`` -> root (few-shot fold pickle)."""
     return _write_fewshot
+
+
+@pytest.fixture(scope="session")
+def write_shapenet55():
+    """``write_shapenet55(root, num_train=12, num_test=6, num_points=96, seed=0)`` -> root (ShapeNet-55 layout)."""
+    return _write_shapenet55
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain_overrides():
+    """``tiny_pretrain_overrides(data_root, probe_root, npoints=64, extra=())`` -> ``--set`` strings (None probe_root:
+    no validation)."""
+    return _tiny_pretrain_overrides
 
 
 @pytest.fixture(scope="session")

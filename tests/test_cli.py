@@ -33,7 +33,7 @@ def run_in_process(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("tool", ["finetune", "test"])
+@pytest.mark.parametrize("tool", ["finetune", "test", "pretrain"])
 def test_help_works_from_another_folder(tool, tmp_path):
     result = subprocess.run(
         [sys.executable, str(TOOLS / f"{tool}.py"), "--help"], cwd=tmp_path, capture_output=True, text=True

@@ -27,8 +27,11 @@ OFFICIAL_SETTINGS = {
 
 
 def test_every_packaged_config_is_listed_and_loads_with_the_official_settings():
-    segmentation = {"shapenetpart", "shapenetpart_synthetic"}  # tests/test_segmentation_run.py
-    assert set(OFFICIAL_SETTINGS) | {"demo"} | segmentation == set(available_configs())
+    packaged = {"demo", "pretrain_shapenet55", "pretrain_tiny_synthetic", "transfer_tiny_synthetic"}
+    packaged |= {"shapenetpart", "shapenetpart_synthetic"}  # tests/test_segmentation_run.py
+    assert set(OFFICIAL_SETTINGS) | packaged == set(
+        available_configs()
+    )  # the pre-training configs are checked in test_pretraining.py
     for name, (backbone, npoints, groups, encoder_dims, max_epoch, smoothing) in OFFICIAL_SETTINGS.items():
         config = load_config(name)
         assert config["name"] == name

@@ -461,8 +461,8 @@ def test_fewshot_errors(tmp_path, fewshot_source):
 def test_unknown_dataset_name_lists_the_valid_ones(tmp_path):
     with pytest.raises(
         UnknownNameError,
-        match=r"unknown dataset 'shapenet' \(did you mean 'shapenetpart'\?\); choose one of scanobjectnn, "
-        "modelnet40, modelnet40_fewshot, shapenetpart",
+        match=r"unknown dataset 'shapenet' \(did you mean 'shapenet55'\?\); "
+        "choose one of scanobjectnn, modelnet40, modelnet40_fewshot, shapenet55, shapenetpart",
     ):
         build_dataset("shapenet", tmp_path, "train")
 

@@ -21,49 +21,29 @@ import argparse
 from collections.abc import Sequence
 
 from backbones import backbone_defaults, list_backbones
-from backbones.errors import ConfigError
-from pcclora.cli.common import INTERRUPTED_EXIT, add_config_arguments, echo_translation, run_tool
-from pcclora.config import available_configs, backbone_configs, config_description, load_config
-from pcclora.engine import finetune, load_run_for_resume
+from pcclora.cli.common import run_tool
+from pcclora.cli.training import add_run_arguments, run_training
+from pcclora.config import available_configs, backbone_configs, config_description
 from pcclora.peft import PEFT_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, cfg_required=False)
-    parser.add_argument("--ckpt", help="pre-trained backbone checkpoint (overrides backbone.checkpoint)")
+    add_run_arguments(
+        parser,
+        ckpt_help="pre-trained backbone checkpoint (overrides backbone.checkpoint)",
+        export_help="at the end, write the merged model as {'base_model': state_dict} (official fine-tuned layout); "
+        "default PATH <run folder>/model_merged.pth",
+    )
     parser.add_argument(
         "--method",
         help="a PEFT method with its packaged recipe (configs/methods/<method>.yaml: its peft block and where the "
         "official recipe differs, e.g. IDPT's and PPT's rotation); merged over --cfg before --set",
     )
-    parser.add_argument("--output", help="run folder (default runs/<config>/<UTC time>-seed<seed>)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --output from its checkpoints/last.pth with its saved config (--set still applies, "
-        "e.g. training.max_epoch to extend it)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start a new run in an --output folder that holds an earlier run: its config.yaml, log.txt, "
-        "metrics.csv, summary.json, plots, checkpoints/, tensorboard/ and model_merged.pth are removed once every "
-        "check has passed (other files stay); refused while a run holds the folder",
-    )
     listing = parser.add_argument_group("what is packaged (print and exit)")
     listing.add_argument("--list-configs", action="store_true", help="the packaged configs, one line each")
     listing.add_argument("--list-backbones", action="store_true", help="the registered backbones and their sizes")
     listing.add_argument("--list-methods", action="store_true", help="the fine-tuning methods (peft.method)")
-    parser.add_argument(
-        "--export",
-        nargs="?",
-        const="",
-        metavar="PATH",
-        help="at the end, write the merged model as {'base_model': state_dict} (official fine-tuned layout); "
-        "default PATH <run folder>/model_merged.pth",
-    )
     return parser
 
 
@@ -90,31 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if listed:
         print("\n".join(listed))
         return 0
-    resume = None
-    if args.resume:
-        if args.output is None:
-            raise ConfigError("--resume needs --output RUN_FOLDER, the folder of the run to continue")
-        config, resume = load_run_for_resume(args.output, args.overrides)
-        if args.cfg is not None or args.method is not None:
-            print("note: --resume uses the run's saved config; --cfg and --method are ignored")
-    elif args.cfg is None:
-        raise ConfigError("--cfg is required (e.g. --cfg demo.yaml or --cfg scanobjectnn_hardest.yaml)")
-    else:
-        config = load_config(args.cfg, args.overrides, method=args.method, echo=echo_translation)
-    if args.ckpt is not None:
-        config["backbone"]["checkpoint"] = args.ckpt
-    if args.data_root is not None:
-        config["dataset"]["root"] = args.data_root
-    if args.seed is not None:
-        config["training"]["seed"] = args.seed
-    if args.device is not None:
-        config["training"]["device"] = args.device
-    if args.resume and args.overwrite:
-        raise ConfigError(
-            "--overwrite starts a new run in --output and --resume continues the run there; give one of them"
-        )
-    summary = finetune(config, output=args.output, resume=resume, export=args.export, overwrite=args.overwrite)
-    return INTERRUPTED_EXIT if summary["status"] == "interrupted" else 0
+    return run_training(args, "classification", "demo.yaml or --cfg scanobjectnn_hardest.yaml")
 
 
 def run() -> None:

@@ -8,7 +8,9 @@ Examples:
     python tools/test.py --ckpt runs/shapenetpart/RUN/checkpoints/best.pth   (part segmentation: mIoU)
 
 A run checkpoint carries its config (the backbone is rebuilt from backbone.checkpoint, the trained
-tensors are loaded on top); --cfg is needed only for official fine-tuned files.
+tensors are loaded on top); --cfg is needed only for official fine-tuned files. A pre-training
+checkpoint (tools/pretrain.py) reports its linear-probe accuracy on its probe set; with
+--cfg pretrain_shapenet55.yaml an official pretrain.pth is probed the same way.
 
 --votes N is ONE evaluation with N-vote averaging: for each test batch, N random subsets of the
 FPS pool plus a random scale-and-translate, logits averaged. It is not repeated and no maximum
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in result["per_class"]
     ]
     print(render_table(["class", "test samples", "accuracy %"], rows))
-    print(f"OA {result['oa']:.2f}  mAcc {result['macc']:.2f}")
+    print("  ".join(f"{label} {result[name]:.2f}" for name, label in result["metric_labels"].items()))
     if "vote_oa" in result:
         print(
             f"voting ({result['votes']} votes, logits averaged, one run): "

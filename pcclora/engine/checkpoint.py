@@ -9,9 +9,12 @@ A run checkpoint is ``torch.save`` of a dict::
      "history": [per-epoch rows],
      "pcclora_model": {backbone, sizes, num_classes, class_names, method, npoints, dataset}}
 
-It never holds the frozen backbone: the model is rebuilt from the config (and its backbone
-checkpoint or seed) and the adapter tensors are loaded on top. The learning-rate schedule is a
-function of the config and the epoch, so it needs no state of its own.
+The entry of the trained tensors is the task's (:attr:`pcclora.engine.task.Task.checkpoint_entry`):
+``adapter`` for fine-tuning, ``base_model`` (the whole network in the official layout) for
+pre-training. A fine-tuning checkpoint never holds the frozen backbone: the model is rebuilt
+from the config (and its backbone checkpoint or seed) and the adapter tensors are loaded on top.
+The learning-rate schedule is a function of the config and the epoch, so it needs no state of
+its own.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from torch import nn
 
 from backbones.checkpoint import MODEL_INFO_KEY, read_checkpoint
-from backbones.errors import CheckpointError
+from backbones.errors import CheckpointError, ConfigError
 from pcclora import __version__
 from pcclora.config import config_from_dict, size_overrides
 from pcclora.engine.files import atomic_write
@@ -62,15 +65,30 @@ def is_run_checkpoint(checkpoint: dict[str, Any]) -> bool:
     return checkpoint.get("format") == RUN_CHECKPOINT_FORMAT
 
 
-#: The entries of a run checkpoint and their types.
+#: The entries of every run checkpoint and their types (besides the task's trained tensors).
 RUN_CHECKPOINT_ENTRIES = {
-    "adapter": dict,
     "optimizer": dict,
     "rng": dict,
     "config": dict,
     "epoch": int,
     "history": list,
 }
+
+
+def trained_entry(checkpoint: dict[str, Any], path: Path | str) -> str:
+    """The entry that holds a run checkpoint's trained tensors: its task's ``checkpoint_entry``.
+
+    Raises:
+        CheckpointError: the saved config names a task that does not exist.
+    """
+    from pcclora.engine.task import get_task  # the tasks import this module
+
+    config = checkpoint.get("config")
+    name = config.get("task", "classification") if isinstance(config, dict) else "classification"
+    try:
+        return get_task(str(name)).checkpoint_entry
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its config names {error}; it was written by another pcclora") from None
 
 
 def check_run_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> dict[str, Any]:
@@ -80,9 +98,10 @@ def check_run_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> dict[s
         CheckpointError: an entry is missing or of another type (the file is damaged or was
             written by something else).
     """
+    entries = {trained_entry(checkpoint, path): dict, **RUN_CHECKPOINT_ENTRIES}
     wrong = [
         f"{key!r} ({'missing' if key not in checkpoint else type(checkpoint[key]).__name__}, expected {kind.__name__})"
-        for key, kind in RUN_CHECKPOINT_ENTRIES.items()
+        for key, kind in entries.items()
         if not isinstance(checkpoint.get(key), kind)
     ]
     if not wrong and not all(
@@ -138,15 +157,19 @@ def run_checkpoint_state(
     epoch: int,
     history: list[dict[str, Any]],
     info: dict[str, Any] | None = None,
+    trained: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The dict :func:`save_atomic` writes as ``last.pth`` / ``best.pth`` after ``epoch``.
 
     ``info`` (:func:`model_info`) lets inference tools name the classes without the data.
+    ``trained``: ``(entry, tensors)`` of the run's task; None = ``("adapter",
+    adapter_state_dict(model))``, what fine-tuning saves.
     """
+    entry, tensors = trained if trained is not None else ("adapter", adapter_state_dict(model))
     return {
         MODEL_INFO_KEY: info,
         "format": RUN_CHECKPOINT_FORMAT,
-        "adapter": adapter_state_dict(model),
+        entry: tensors,
         "optimizer": optimizer.state_dict(),
         "rng": rng_state(),
         "config": config,

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from backbones.errors import ConfigError
+from datasets import DATASETS, get_dataset_spec
 from pcclora.engine.checkpoint import export_merged
 from pcclora.engine.data import RunData, build_run_data
 from pcclora.engine.distributed import DistributedContext
@@ -42,6 +44,13 @@ class ClassificationTask(Task):
     supports_voting = True
 
     def build_data(self, config: dict[str, Any], log: Callable[[str], None], with_train: bool = True) -> RunData:
+        name = config["dataset"]["name"]
+        if not get_dataset_spec(name).labelled:
+            raise ConfigError(
+                f"dataset {name!r} is a pre-training set without classes to fine-tune on; fine-tune on "
+                f"{', '.join(n for n, spec in DATASETS.items() if spec.labelled)}, or pre-train on it "
+                "(task: pretraining, python tools/pretrain.py)"
+            )
         return build_run_data(config["dataset"], log, with_train=with_train)
 
     def build_model(self, config: dict[str, Any], data: RunData, log: Callable[[str], None]) -> nn.Module:

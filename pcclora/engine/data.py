@@ -23,12 +23,21 @@ from pcclora.engine.seeding import derive_seed
 
 @dataclass
 class RunData:
-    """The two splits of a run and what the model needs to know about them."""
+    """The splits of a run and what the model needs to know about them.
+
+    Attributes:
+        train: what the run trains on (None when only evaluating).
+        test: the labelled split the run is evaluated on.
+        num_classes, class_names: of ``test``'s labels.
+        eval_train: a labelled split the evaluation itself fits on (pre-training's linear probe);
+            None for tasks whose model has its own head.
+    """
 
     train: Dataset | None
     test: Dataset
     num_classes: int
     class_names: list[str]
+    eval_train: Dataset | None = None
 
 
 def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Callable[[str], None] = print) -> None:
@@ -57,11 +66,16 @@ def ensure_synthetic(dataset_cfg: dict[str, Any], root: Path, log: Callable[[str
     )
 
 
-def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = print, with_train: bool = True) -> RunData:
+def build_run_data(
+    dataset_cfg: dict[str, Any], log: Callable[[str], None] = print, with_train: bool = True, shuffle_train: bool = True
+) -> RunData:
     """The splits of the configured dataset (all stored points; FPS picks npoints per batch).
 
     Args:
         with_train: also load the train split (evaluation needs only the test split).
+        shuffle_train: serve the train split's points in a new order at every read, as the official
+            loaders do for training; ``False`` for a train split that an evaluation reads (a linear
+            probe), which must see the same points every time.
 
     Raises:
         ConfigError: no root configured or the folder is missing (names the path and the source).
@@ -76,7 +90,10 @@ def build_run_data(dataset_cfg: dict[str, Any], log: Callable[[str], None] = pri
         )
     root = Path(str(dataset_cfg["root"])).expanduser()  # str(): YAML reads a bare number as an int
     ensure_synthetic(dataset_cfg, root, log)
-    train = build_dataset(name, root, "train", **options) if with_train else None
+    train_options = (
+        options if shuffle_train or "shuffle_points" not in spec.options else {**options, "shuffle_points": False}
+    )
+    train = build_dataset(name, root, "train", **train_options) if with_train else None
     test = build_dataset(name, root, "test", **options)
     for split, dataset in (("train", train), ("test", test)):
         if dataset is None:

@@ -94,3 +94,16 @@ def barrier(context: DistributedContext) -> None:
     """Wait for every rank (nothing without DDP)."""
     if context.enabled:
         dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, context: DistributedContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics), as DDP's own forward does.
+
+    For computations that call the wrapped module's other methods than ``forward`` (DDP's
+    forward broadcasts the buffers; other methods do not), so that every rank computes with the
+    model rank 0 saves.
+    """
+    if not context.enabled:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)

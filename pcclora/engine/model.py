@@ -51,9 +51,15 @@ def build_model(config: dict[str, Any], num_classes: int, log: Callable[[str], N
     checkpoint = backbone_checkpoint_path(backbone_cfg["checkpoint"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config["training"]["seed"], MODEL_INIT_STREAM))
-        model = create_backbone(backbone_cfg["name"], num_classes=classes, checkpoint=checkpoint, **overrides)
+        model = create_backbone(
+            backbone_cfg["name"],
+            num_classes=classes,
+            checkpoint=checkpoint,
+            pretrained=bool(backbone_cfg["pretrained"]),
+            **overrides,
+        )
         report = getattr(model, "checkpoint_report", None)
-        if checkpoint is None:
+        if report is None:
             log(
                 "backbone: NO pre-trained checkpoint given -- the backbone starts from RANDOM weights "
                 "(pass --ckpt pretrain.pth for real fine-tuning)"
@@ -62,6 +68,11 @@ def build_model(config: dict[str, Any], num_classes: int, log: Callable[[str], N
             log(f"backbone: {report.summary()}")
         model = apply_peft(model, config["peft"])
     return model
+
+
+def starts_from_random_weights(config: dict[str, Any]) -> bool:
+    """Whether a run's backbone starts from random weights (no checkpoint, no shipped weights)."""
+    return not config["backbone"]["checkpoint"] and not config["backbone"]["pretrained"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -102,6 +102,13 @@ def _load_model_for_inference(path: str | Path, config: dict[str, Any] | None = 
         ConfigError: an official fine-tuned file without ``config``.
     """
     checkpoint = read_checkpoint_file(path)
+    info = stored_model_info(checkpoint) or {}
+    saved_task = checkpoint["config"].get("task") if isinstance(checkpoint.get("config"), dict) else None
+    if info.get("method") == "pretraining" or saved_task == "pretraining":
+        raise ConfigError(
+            f"{path} is a pre-trained network without a classification head, so it predicts no class; "
+            f"fine-tune it first (python tools/finetune.py --cfg ... --ckpt {path})"
+        )
     if is_run_checkpoint(checkpoint):
         saved = checkpoint["config"]
         run_config = config_from_dict(saved, name=saved.get("name", "config"))

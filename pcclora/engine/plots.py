@@ -22,7 +22,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, metrics: Sequence
         history: one row per epoch (``epoch``, ``lr``, ``train_loss`` and the metrics' keys).
         metrics: the task's :class:`~pcclora.engine.task.Metric` s; the first is drawn thick and
             solid underneath, the others thin and dashed on top, so all stay visible when they are
-            equal (a balanced test set makes mAcc equal OA).
+            equal (a balanced test set makes mAcc equal OA). Epochs not evaluated (``None``) are
+            left out.
     """
     epochs = [row["epoch"] for row in history]
     figure, (ax_loss, ax_metric, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
@@ -37,11 +38,15 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, metrics: Sequence
         style = (
             {"linewidth": 3.0} if index == 0 else {"linewidth": 1.2, "linestyle": "--", "marker": "o", "markersize": 3}
         )
-        values = [row[metric.key] for row in history]
-        ax_metric.plot(epochs, values, label=f"test {metric.label}", color=colors[index % len(colors)], **style)
+        points = [(row["epoch"], row[metric.key]) for row in history if row.get(metric.key) is not None]
+        if not points:
+            continue
+        label = metric.label if metric.label.startswith(("test", "probe")) else f"test {metric.label}"
+        ax_metric.plot(*zip(*points, strict=True), label=label, color=colors[index % len(colors)], **style)
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylabel("%")
-    ax_metric.legend()
+    if ax_metric.get_legend_handles_labels()[0]:  # nothing evaluated yet: no legend
+        ax_metric.legend()
     ax_lr.plot(epochs, [row["lr"] for row in history])
     ax_lr.set_xlabel("epoch")
     ax_lr.set_ylabel("learning rate")

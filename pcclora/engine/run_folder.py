@@ -40,7 +40,16 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 #: Files a run writes at the top of its folder (an earlier run's files, for --overwrite).
-RUN_FILES = ("config.yaml", "log.txt", "metrics.csv", "summary.json", "curves.png", "confusion.png", "model_merged.pth")
+RUN_FILES = (
+    "config.yaml",
+    "log.txt",
+    "metrics.csv",
+    "summary.json",
+    "curves.png",
+    "confusion.png",
+    "model_merged.pth",
+    "model_pretrained.pth",
+)
 #: Sub-folders a run writes.
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 #: Files of ``checkpoints/``.

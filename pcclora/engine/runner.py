@@ -1,9 +1,10 @@
-"""The two jobs the command-line tools run: fine-tune a config, and evaluate a checkpoint.
+"""The two jobs the command-line tools run: train a config, and evaluate a checkpoint.
 
-:func:`finetune` trains epochs ``0..training.max_epoch`` (or continues a run), evaluates on the
-test split after every epoch, keeps ``last.pth`` / ``best.pth`` and the run folder up to date,
-and optionally votes and exports at the end. :func:`evaluate_checkpoint` rebuilds a model from a
-run checkpoint (or an official fine-tuned file) and reports its accuracy.
+:func:`finetune` trains epochs ``0..training.max_epoch`` of the config's task (fine-tuning or
+pre-training; or continues a run), evaluates after every epoch the task evaluates, keeps
+``last.pth`` / ``best.pth`` and the run folder up to date, and optionally votes and exports at
+the end. :func:`evaluate_checkpoint` rebuilds a model from a run checkpoint (or an official
+file) and reports the task's metrics.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from pcclora.config import check_run_numbers, config_from_dict, with_absolute_pa
 from pcclora.engine.checkpoint import (
     check_run_checkpoint,
     is_run_checkpoint,
-    model_info,
     read_checkpoint_file,
     run_checkpoint_state,
     save_atomic,
 )
-from pcclora.engine.data import RunData, check_batch_size, test_loader, train_loader
+from pcclora.engine.data import RunData, check_batch_size, train_loader
 from pcclora.engine.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -39,7 +39,7 @@ from pcclora.engine.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from pcclora.engine.model import backbone_checkpoint_path, describe_trainable, load_official_model, unwrap
+from pcclora.engine.model import backbone_checkpoint_path, describe_trainable, starts_from_random_weights
 from pcclora.engine.optim import build_optimizer
 from pcclora.engine.plots import plot_curves
 from pcclora.engine.progress import Progress
@@ -59,14 +59,13 @@ from pcclora.engine.seeding import (
     seed_everything,
     use_deterministic_algorithms,
 )
-from pcclora.engine.summary import best_epoch_row, build_summary, summary_line
+from pcclora.engine.summary import best_epoch_row, build_summary, evaluated_rows, summary_line
 from pcclora.engine.task import Evaluation, Task, get_task
 
 # The built-in tasks register themselves on import (a config names one with ``task:``).
-from pcclora.engine import classification  # noqa: E402, F401  isort: skip
-from pcclora.engine import segmentation  # noqa: E402, F401  isort: skip
+from pcclora.engine import classification, pretraining, segmentation  # noqa: E402, F401  isort: skip
 from pcclora.engine.trainer import check_finite_state, nonfinite_state
-from pcclora.peft import METHODS, count_parameters, load_adapter_state_dict
+from pcclora.peft import METHODS, count_parameters
 from pcclora.profiling import profile
 
 
@@ -186,7 +185,9 @@ def _claim_run_folder(
     return claim
 
 
-def _load_resume_state(model: nn.Module, optimizer: torch.optim.Optimizer, resume: dict[str, Any], root: Path) -> None:
+def _load_resume_state(
+    task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, resume: dict[str, Any], root: Path
+) -> None:
     """Put a run checkpoint's tensors, optimizer state and random state into a freshly built run.
 
     Raises:
@@ -195,7 +196,7 @@ def _load_resume_state(model: nn.Module, optimizer: torch.optim.Optimizer, resum
     """
     where = root / "checkpoints" / "last.pth"
     try:
-        load_adapter_state_dict(model, resume["adapter"])
+        task.load_trained_state(model, resume[task.checkpoint_entry])
     except CheckpointError as error:
         raise CheckpointError(
             f"cannot resume from {where}: {error}; --set on --resume may change training settings "
@@ -249,7 +250,7 @@ def _prepare(
     _configure_device(config, context, log_early)
     data = task.build_data(config, log_early)
     check_batch_size(len(data.train), training["batch_size"], context.world_size)
-    log_early(f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes")
+    log_early(task.describe_data(data))
     model = task.build_model(config, data, log_early).to(context.device)  # reads the checkpoint
     sample = task.sample_input(data, config)
     counts = _log_model(model, config, sample, context, log_early)  # a failing profile forward writes nothing
@@ -258,7 +259,7 @@ def _prepare(
     for line in describe_schedule(schedule, training["max_epoch"]):
         log_early(line)
     if resume is not None:
-        _load_resume_state(model, optimizer, resume, root)
+        _load_resume_state(task, model, optimizer, resume, root)
     return _PreparedRun(task, data, model, counts, optimizer, schedule, messages)
 
 
@@ -340,9 +341,10 @@ def _run(
     if context.enabled:
         device_ids = [context.device.index] if context.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
-    test_data = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
-    num_classes = unwrap(model).num_classes
-    info = model_info(config, num_classes, data.class_names)
+    test_data = task.eval_loader(data, config, context)
+    num_classes = task.output_classes(core, data)
+    info = task.model_info(config, core, data)
+    trained_keys = task.trained_keys(core)
     max_epoch = training["max_epoch"]
     status = "finished"
     vote: Evaluation | None = None
@@ -372,9 +374,12 @@ def _run(
             # An epoch is saved only when its trained tensors are finite and its evaluation gave
             # finite logits: a NaN can reach the weights in the epoch's last step before any loss shows it.
             stage = "weights"
-            check_finite_state(core, optimizer, epoch, context)
+            check_finite_state(core, optimizer, epoch, context, trained_keys)
             stage = "logits"
-            evaluation = task.evaluate(model, test_data, config, context)
+            if task.evaluates_after(epoch, config):
+                evaluation = task.evaluate(model, test_data, config, context)
+            else:
+                evaluation = Evaluation(metrics=dict.fromkeys((metric.key for metric in task.metrics), None))
             row = {
                 "epoch": epoch,
                 "lr": lr,
@@ -383,7 +388,8 @@ def _run(
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
             _commit_epoch(run, task, core, optimizer, config, history, row, context, info)
-            last_evaluation = evaluation
+            if task.evaluates_after(epoch, config):
+                last_evaluation = evaluation
             if context.is_main:
                 run.add_scalars(row)
                 plot_curves(history, run.root / "curves.png", task.metrics)
@@ -395,9 +401,9 @@ def _run(
             figures_text = "  ".join(f"{m.label} {vote.metrics[m.key]:.2f}" for m in task.metrics)
             run.log(f"voting ({training['vote']} votes, logits averaged, one run): {figures_text}")
         if export is not None and context.is_main:
-            phase = "export of the merged model"
-            path = task.export(core, Path(export or run.root / "model_merged.pth"), info)
-            run.log(f"exported the merged model (official fine-tuned layout) to {path}")
+            phase = "export"
+            path = task.export(core, Path(export or run.root / task.export_name), info)
+            run.log(f"exported {task.export_description} to {path}")
     except KeyboardInterrupt:
         status = "interrupted"
         if not history and resume is None:  # nothing to resume: leave no half-made run behind
@@ -440,15 +446,17 @@ def _commit_epoch(
     even when something else interrupts the unit after ``last.pth`` was saved.
     """
     key = task.primary.key
-    improved = not history or row[key] > max(old[key] for old in history)
+    evaluated = evaluated_rows(history, key)
+    improved = row[key] is not None and (not evaluated or row[key] > max(old[key] for old in evaluated))
     with _sigint_held():
         if context.is_main:
-            state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row], info)
+            trained = (task.checkpoint_entry, task.trained_state(core))
+            state = run_checkpoint_state(core, optimizer, config, row["epoch"], [*history, row], info, trained)
             if improved:
                 save_atomic(state, run.best_checkpoint)
             save_atomic(state, run.last_checkpoint)
         history.append(row)
-        best = best_epoch_row(history, key)
+        best = best_epoch_row(history, key) if evaluated_rows(history, key) else None
         try:
             run.write_metrics(history)
         finally:
@@ -502,11 +510,10 @@ def _nonfinite_message(
     if stage == "logits":
         error = NonFiniteError(f"{error} after epoch {epoch}: training stopped")
     if history:
-        best = best_epoch_row(history, key)
-        kept = (
-            f"the last good checkpoint is kept: {run.last_checkpoint} (epoch {history[-1]['epoch']}), and "
-            f"{run.best_checkpoint} (epoch {best['epoch']}); their weights and test logits are finite"
-        )
+        kept = f"the last good checkpoint is kept: {run.last_checkpoint} (epoch {history[-1]['epoch']})"
+        if evaluated_rows(history, key):
+            kept += f", and {run.best_checkpoint} (epoch {best_epoch_row(history, key)['epoch']})"
+        kept += "; their weights and test logits are finite"
     else:
         kept = "no epoch ended with finite values, so no checkpoint was written"
     return (
@@ -544,9 +551,11 @@ def _finish(
         run.write_metrics(history)  # complete even when an interruption came between a save and its row
     run.write_summary(summary)
     if run.active and last_evaluation is not None:
-        task.final_figures(run.root, last_evaluation, data, num_classes, history[-1]["epoch"])
+        evaluated = evaluated_rows(history, task.primary.key)
+        task.final_figures(run.root, last_evaluation, data, num_classes, evaluated[-1]["epoch"])
     if history:
-        run.log(summary_line(summary, not config["backbone"]["checkpoint"], task.metrics))
+        random_backbone = task.warn_random_backbone and starts_from_random_weights(config)
+        run.log(summary_line(summary, random_backbone, task.metrics))
     run.close()
     return summary
 
@@ -571,9 +580,11 @@ def evaluate_checkpoint(
         export: write the merged model as ``{'base_model': ...}`` here.
 
     Returns:
-        ``{"checkpoint", "method", "num_samples", "oa", "macc", "per_class"}`` (``per_class``: one
-        ``{"class", "samples", "accuracy"}`` per class) plus ``vote_oa``, ``vote_macc``,
-        ``votes`` when voting ran and ``export`` when exported.
+        ``{"checkpoint", "method", "num_samples", "oa", "macc", "per_class", "metric_labels"}``
+        (``per_class``: one ``{"class", "samples", "accuracy"}`` per class; a pre-training
+        checkpoint has ``probe_oa``, ``probe_macc`` for ``oa``, ``macc``; ``metric_labels``: how
+        to print each figure) plus ``vote_oa``, ``vote_macc``, ``votes`` when voting ran and
+        ``export`` when exported.
     """
     checkpoint = read_checkpoint_file(checkpoint_path)
     run_checkpoint = is_run_checkpoint(checkpoint)
@@ -603,9 +614,9 @@ def evaluate_checkpoint(
         data = task.build_data(config, lambda message: None, with_train=False)
         if run_checkpoint:
             model = task.build_model(config, data, lambda message: None)
-            load_adapter_state_dict(model, checkpoint["adapter"])
+            task.load_trained_state(model, checkpoint[task.checkpoint_entry])
             method = config["peft"]["method"]
-            bad = nonfinite_state(model)
+            bad = nonfinite_state(model, keys=task.trained_keys(model))
             if bad:
                 raise NonFiniteError(
                     f"checkpoint {checkpoint_path} (epoch {checkpoint['epoch']}) holds NaN or Inf in "
@@ -613,11 +624,11 @@ def evaluate_checkpoint(
                     "so it has no accuracy; use a checkpoint of an earlier epoch"
                 )
         else:
-            model = load_official_model(checkpoint_path, config, data.num_classes)
+            model = task.load_model_file(Path(checkpoint_path), config, data)
             method = "official checkpoint"
         model.to(context.device)
         training = config["training"]
-        loader = test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
+        loader = task.eval_loader(data, config, context)
         progress = Progress("test", len(loader), context.is_main, training["progress_interval"])
         try:
             evaluation = task.evaluate(model, loader, config, context, progress)
@@ -632,6 +643,7 @@ def evaluate_checkpoint(
             "num_samples": len(data.test),
             **{metric.name: evaluation.metrics[metric.key] for metric in task.metrics},
             **task.details_report(evaluation, data),
+            "metric_labels": {metric.name: metric.label for metric in task.metrics},
         }
         if run_checkpoint:
             result["epoch"] = checkpoint["epoch"]
@@ -640,7 +652,7 @@ def evaluate_checkpoint(
             vote = task.vote(model, loader, config, votes, generator, context)
             result.update({f"vote_{metric.name}": vote.metrics[metric.key] for metric in task.metrics}, votes=votes)
         if export is not None and context.is_main:
-            info = stored_model_info(checkpoint) or model_info(config, model.num_classes, data.class_names)
+            info = stored_model_info(checkpoint) or task.model_info(config, model, data)
             if run_checkpoint:
                 task.export(model, Path(export), info)
             else:

@@ -241,12 +241,20 @@ class SegmentationTask(Task):
             metrics=metrics, details=SegmentationDetails(scores, [s for shard in shards for s in shard[5]])
         )
 
-    def epoch_line(self, row: Mapping[str, Any], best: Mapping[str, Any], max_epoch: int) -> str:
+    def describe_data(self, data: RunData) -> str:
+        categories = len(getattr(data.test, "categories", []))
+        return (
+            f"data: {len(data.train)} train / {len(data.test)} test shapes, {categories} categories, "
+            f"{data.num_classes} part classes"
+        )
+
+    def epoch_line(self, row: Mapping[str, Any], best: Mapping[str, Any] | None, max_epoch: int) -> str:
+        best_text = f"(best Ins mIoU {best['test_ins_miou']:.2f} @ {best['epoch']})  " if best else ""
         return (
             f"epoch {row['epoch']:3d}/{max_epoch}  lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  "
             f"train acc {row['train_acc']:6.2f}  test Ins mIoU {row['test_ins_miou']:6.2f}  "
             f"Cls mIoU {row['test_cls_miou']:6.2f}  Acc {row['test_acc']:6.2f}  "
-            f"(best Ins mIoU {best['test_ins_miou']:.2f} @ {best['epoch']})  {row['epoch_seconds']:.1f}s"
+            f"{best_text}{row['epoch_seconds']:.1f}s"
         )
 
     def final_figures(

@@ -57,9 +57,14 @@ def provenance(wall_seconds: float) -> dict[str, Any]:
     }
 
 
+def evaluated_rows(history: Sequence[Mapping[str, Any]], key: str = "test_oa") -> list[Mapping[str, Any]]:
+    """The rows of the epochs that were evaluated (``key`` is not None)."""
+    return [row for row in history if row.get(key) is not None]
+
+
 def best_epoch_row(history: Sequence[Mapping[str, Any]], key: str = "test_oa") -> Mapping[str, Any]:
-    """The history row with the highest ``key`` (the earliest epoch among equals)."""
-    return max(history, key=lambda row: (row[key], -row["epoch"]))
+    """The evaluated history row with the highest ``key`` (the earliest epoch among equals)."""
+    return max(evaluated_rows(history, key), key=lambda row: (row[key], -row["epoch"]))
 
 
 def build_summary(
@@ -86,7 +91,8 @@ def build_summary(
         wall_seconds: time since the run started.
         metrics: the task's :class:`~pcclora.engine.task.Metric` s, the first ranking the epochs;
             each gives ``best_<name>`` and ``last_<name>`` (and ``vote_<name>``), both of the
-            best epoch's row and of the last epoch's row.
+            best epoch's row and of the last epoch's row (None when the last epoch was not
+            evaluated; ``last_evaluated_epoch`` then names the last one that was).
     """
     summary: dict[str, Any] = {
         "config": config["name"],
@@ -94,6 +100,7 @@ def build_summary(
         "method": config["peft"]["method"],
         "backbone": config["backbone"]["name"],
         "backbone_checkpoint": config["backbone"]["checkpoint"],
+        "backbone_pretrained": bool(config["backbone"].get("pretrained")),
         "dataset": config["dataset"]["name"],
         "seed": config["training"]["seed"],
         "status": status,
@@ -106,13 +113,16 @@ def build_summary(
         "run_folder": run_folder,
         "provenance": provenance(wall_seconds),
     }
-    if history:
+    evaluated = evaluated_rows(history, metrics[0].key)
+    if evaluated:
         best = best_epoch_row(history, metrics[0].key)
         last = history[-1]
         summary["best_epoch"] = best["epoch"]
         summary.update({f"best_{metric.name}": best[metric.key] for metric in metrics})
         summary["last_epoch"] = last["epoch"]
         summary.update({f"last_{metric.name}": last[metric.key] for metric in metrics})
+        if evaluated[-1] is not last:
+            summary["last_evaluated_epoch"] = evaluated[-1]["epoch"]
     if vote is not None:
         summary.update({f"vote_{metric.name}": vote[metric.key] for metric in metrics})
         summary["votes"] = config["training"]["vote"]
@@ -129,10 +139,19 @@ def summary_line(summary: Mapping[str, Any], random_backbone: bool, metrics: Seq
             text += " (" + ", ".join(f"{m.label} {summary[f'{which}_{m.name}']:.2f}" for m in others) + ")"
         return text
 
-    line = (
-        f"summary ({summary['status']}): {figures('best')} at epoch {summary['best_epoch']}; "
-        f"{figures('last')} at epoch {summary['last_epoch']}"
-    )
+    if "best_epoch" not in summary:
+        line = f"summary ({summary['status']}): {summary['epochs_run']} epoch(s) trained, none evaluated yet"
+    elif summary[f"last_{first.name}"] is None:
+        line = (
+            f"summary ({summary['status']}): {figures('best')} at epoch {summary['best_epoch']}; "
+            f"last epoch {summary['last_epoch']} not evaluated (the last evaluated: "
+            f"{summary['last_evaluated_epoch']})"
+        )
+    else:
+        line = (
+            f"summary ({summary['status']}): {figures('best')} at epoch {summary['best_epoch']}; "
+            f"{figures('last')} at epoch {summary['last_epoch']}"
+        )
     if f"vote_{first.name}" in summary:
         line += f"; vote {first.label} {summary[f'vote_{first.name}']:.2f}"
     line += f"; {summary['wall_seconds']:.0f}s; files in {summary['run_folder']}"

@@ -21,9 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from backbones.errors import ConfigError, UnknownNameError, unknown_name_message
-from pcclora.engine.data import RunData
+from pcclora.engine.checkpoint import model_info
+from pcclora.engine.data import RunData, test_loader
 from pcclora.engine.distributed import DistributedContext
+from pcclora.engine.model import load_official_model, unwrap
 from pcclora.engine.progress import Progress
+from pcclora.peft import adapter_state_dict, load_adapter_state_dict
+from pcclora.peft.state import trained_keys
 
 
 @dataclass
@@ -59,7 +63,12 @@ class Task(ABC):
 
     The history row of an epoch is ``{"epoch", "lr", **train figures, **evaluation metrics,
     "epoch_seconds"}``; the best epoch has the highest :attr:`primary` metric (the earliest
-    among equals).
+    among equals). An epoch that :meth:`evaluates_after` says is not evaluated has ``None`` for
+    every metric and is never the best.
+
+    The hooks below the abstract methods have the defaults of fine-tuning a classifier with an
+    adapter method (the run checkpoint holds ``pcclora.adapter_state_dict``); a task that trains
+    something else overrides them.
     """
 
     #: the name a config gives in ``task:``.
@@ -72,6 +81,14 @@ class Task(ABC):
     supports_voting: ClassVar[bool] = False
     #: the tool that runs it (``python tools/<tool>.py``), for the messages that say how to resume.
     tool: ClassVar[str] = "finetune"
+    #: the run checkpoint's entry that holds :meth:`trained_state`.
+    checkpoint_entry: ClassVar[str] = "adapter"
+    #: whether the summary line flags a run without ``backbone.checkpoint`` as starting from
+    #: random weights (pointless for pre-training, which usually starts there).
+    warn_random_backbone: ClassVar[bool] = True
+    #: the file name of ``--export`` in the run folder, and what the log calls the export.
+    export_name: ClassVar[str] = "model_merged.pth"
+    export_description: ClassVar[str] = "the merged model (official fine-tuned layout)"
 
     @property
     def primary(self) -> Metric:
@@ -92,6 +109,40 @@ class Task(ABC):
         """One (1, N, 3) input for the start-of-run compute profile."""
         return data.test[0][0][None, : config["dataset"]["npoints"], :3]
 
+    def describe_data(self, data: RunData) -> str:
+        """The log line that says what the run reads."""
+        return f"data: {len(data.train)} train / {len(data.test)} test samples, {data.num_classes} classes"
+
+    def output_classes(self, model: nn.Module, data: RunData) -> int:
+        """The number of classes the summary reports (the model's head)."""
+        return unwrap(model).num_classes
+
+    # -- what a run checkpoint holds -----------------------------------------------------------
+
+    def trained_state(self, model: nn.Module) -> dict[str, Any]:
+        """What training changed, saved under :attr:`checkpoint_entry` (default: the adapter state dict)."""
+        return adapter_state_dict(model)
+
+    def load_trained_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Put :meth:`trained_state` back into a freshly built model.
+
+        Raises:
+            CheckpointError: the state does not fit the model.
+        """
+        load_adapter_state_dict(model, state)
+
+    def trained_keys(self, model: nn.Module) -> list[str]:
+        """The state-dict keys training changes (checked to be finite after every epoch)."""
+        return trained_keys(model)
+
+    def model_info(self, config: dict[str, Any], model: nn.Module, data: RunData) -> dict[str, Any]:
+        """What rebuilding the trained model needs (stored in checkpoints and exports)."""
+        return model_info(config, self.output_classes(model, data), data.class_names)
+
+    def load_model_file(self, path: Path, config: dict[str, Any], data: RunData) -> nn.Module:
+        """A model from a file that is not a run checkpoint (``test.py --ckpt official.pth --cfg ...``)."""
+        return load_official_model(path, config, data.num_classes)
+
     # -- one epoch ---------------------------------------------------------------------------
 
     @abstractmethod
@@ -108,6 +159,15 @@ class Task(ABC):
         progress: Callable[[int, int, float], None],
     ) -> dict[str, float]:
         """Train one pass; returns the epoch's :attr:`train_columns` (means over batches and ranks)."""
+
+    def eval_loader(self, data: RunData, config: dict[str, Any], context: DistributedContext) -> Any:
+        """What :meth:`evaluate` and :meth:`vote` receive: the test loader of this rank's share."""
+        training = config["training"]
+        return test_loader(data.test, training["test_batch_size"], context, training["num_workers"])
+
+    def evaluates_after(self, epoch: int, config: dict[str, Any]) -> bool:
+        """Whether epoch ``epoch`` is evaluated (default: every epoch)."""
+        return True
 
     @abstractmethod
     def evaluate(
@@ -134,12 +194,15 @@ class Task(ABC):
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def epoch_line(self, row: Mapping[str, Any], best: Mapping[str, Any], max_epoch: int) -> str:
-        """The log line of a finished epoch."""
-        figures = "  ".join(f"{metric.label} {row[metric.key]:6.2f}" for metric in self.metrics)
+    def epoch_line(self, row: Mapping[str, Any], best: Mapping[str, Any] | None, max_epoch: int) -> str:
+        """The log line of a finished epoch (``best``: the best evaluated row so far, or None)."""
+        figures = "  ".join(
+            f"{metric.label} {row[metric.key]:6.2f}" for metric in self.metrics if row[metric.key] is not None
+        )
+        best_text = f"(best {self.primary.label} {best[self.primary.key]:.2f} @ {best['epoch']})  " if best else ""
         return (
-            f"epoch {row['epoch']:3d}/{max_epoch}  lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  {figures}  "
-            f"(best {self.primary.label} {best[self.primary.key]:.2f} @ {best['epoch']})  {row['epoch_seconds']:.1f}s"
+            f"epoch {row['epoch']:3d}/{max_epoch}  lr {row['lr']:.2e}  loss {row['train_loss']:.4f}  "
+            f"{figures + '  ' if figures else ''}{best_text}{row['epoch_seconds']:.1f}s"
         )
 
     def final_figures(
@@ -164,6 +227,15 @@ class Task(ABC):
 
 
 _TASKS: dict[str, Callable[[], Task]] = {}
+#: Modules of the built-in tasks; they register themselves when imported.
+BUILTIN_TASK_MODULES = ("pcclora.engine.classification", "pcclora.engine.pretraining")
+
+
+def _import_builtin_tasks() -> None:
+    import importlib
+
+    for module in BUILTIN_TASK_MODULES:
+        importlib.import_module(module)
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -180,7 +252,8 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 
 def list_tasks() -> list[str]:
-    """The registered task names."""
+    """The registered task names (the built-in ones are imported first)."""
+    _import_builtin_tasks()
     return sorted(_TASKS)
 
 
@@ -190,6 +263,8 @@ def get_task(name: str) -> Task:
     Raises:
         UnknownNameError: ``name`` is not registered.
     """
+    if name not in _TASKS:
+        _import_builtin_tasks()
     if name not in _TASKS:
         raise UnknownNameError(unknown_name_message("task", name, list_tasks()))
     return _TASKS[name]()

@@ -128,12 +128,16 @@ def train_one_epoch(
     )
 
 
-def nonfinite_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
-    """Names of the trained tensors (what a run checkpoint saves) and optimizer state that hold NaN/Inf."""
+def nonfinite_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None, keys: list[str] | None = None
+) -> list[str]:
+    """Names of the trained tensors (what a run checkpoint saves) and optimizer state that hold NaN/Inf.
+
+    ``keys``: the state-dict keys to check; None = the adapted model's trained keys.
+    """
     state = model.state_dict()
-    bad = [
-        key for key in trained_keys(model) if state[key].is_floating_point() and not bool(state[key].isfinite().all())
-    ]
+    keys = trained_keys(model) if keys is None else keys
+    bad = [key for key in keys if state[key].is_floating_point() and not bool(state[key].isfinite().all())]
     for index, group in enumerate(optimizer.param_groups if optimizer is not None else []):
         for number, param in enumerate(group["params"]):
             for name, value in optimizer.state.get(param, {}).items():
@@ -143,7 +147,11 @@ def nonfinite_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
 
 
 def check_finite_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, context: DistributedContext
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    context: DistributedContext,
+    keys: list[str] | None = None,
 ) -> None:
     """Raise when a trained tensor or the optimizer state holds NaN/Inf after ``epoch`` (on any rank).
 
@@ -153,7 +161,7 @@ def check_finite_state(
     Raises:
         NonFiniteError: names the epoch and up to five of the tensors.
     """
-    bad = nonfinite_state(model, optimizer)
+    bad = nonfinite_state(model, optimizer, keys)
     if any_rank(bool(bad), context):
         shown = (
             ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") if bad else "on another process"
