@@ -18,6 +18,16 @@ from pcclora.engine.seg_metrics import part_seg_scores, restricted_predictions, 
 CATEGORIES = list(SHAPENETPART_PARTS)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models run many small ops, which two threads on a shared
+    2-core machine run far slower (no figure depends on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _write_layout(root: Path, shapes: dict[str, list[tuple[str, str, np.ndarray]]]) -> Path:
     """``shapes``: split name → [(category, token, rows (P, 7))]."""
     root.mkdir(parents=True)

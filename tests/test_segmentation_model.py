@@ -29,6 +29,16 @@ OFFICIAL_PARAMETERS = 27_063_730
 OFFICIAL_HEAD_PARAMETERS = 5_238_706
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models run many small ops, which two threads on a shared
+    2-core machine run far slower (no figure depends on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _seg_head_shapes(dim: int = 384, parts: int = 50, categories: int = 16) -> dict:
     shapes = {"label_conv.0.weight": (64, categories, 1)}
     shapes.update(_bn("label_conv.1", 64))

@@ -58,7 +58,7 @@ def chance_instance_miou(root: Path, npoints: int, seed: int = 0) -> float:
     return part_seg_scores(ious, categories, 0, 1, test.categories).instance_miou
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
     """One intra-op thread for a run of many tiny ops: on a shared 2-core machine two threads
     contend with other processes and run far slower (the figures do not depend on it)."""
@@ -68,7 +68,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_tiny_segmentation_run_learns_and_its_checkpoint_evaluates(tmp_path, capsys, monkeypatch, one_thread):
+def test_tiny_segmentation_run_learns_and_its_checkpoint_evaluates(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = make_synthetic("shapenetpart", tmp_path / "syn", num_train=64, num_test=32, num_points=256, seed=0)
     settings = [
@@ -140,7 +140,7 @@ def test_finetune_without_data_ends_in_one_clear_message(tmp_path, capsys, monke
     assert not (tmp_path / "runs").exists()
 
 
-def test_profile_flops_profiles_the_segmentation_model_per_method(capsys, one_thread):
+def test_profile_flops_profiles_the_segmentation_model_per_method(capsys):
     argv = ["--cfg", "shapenetpart.yaml", "--json", "--set", *TINY]
     code, out, err = run_in_process("profile_flops", argv, capsys)
     assert code == 0, err
@@ -153,7 +153,7 @@ def test_profile_flops_profiles_the_segmentation_model_per_method(capsys, one_th
     assert code == 2 and "add_token_hook" in err and "Traceback" not in err
 
 
-def test_benchmark_measures_a_segmentation_training_step(capsys, one_thread):
+def test_benchmark_measures_a_segmentation_training_step(capsys):
     argv = [
         "--task",
         "segmentation",
