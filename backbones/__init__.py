@@ -3,7 +3,7 @@ Point-MAE's pre-training network and the Chamfer distance.
 
 >>> import backbones
 >>> backbones.list_backbones()
-['act', 'point_bert', 'point_mae', 'point_mae_tiny', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
+['act', 'point_bert', 'point_mae', 'point_mae_seg', 'point_mae_tiny', 'pointgpt_b', 'pointgpt_l', 'pointgpt_s', 'recon']
 >>> model = backbones.create_backbone("point_mae", num_classes=15)  # doctest: +SKIP
 
 This package is the foundation of the toolkit: every other package may import it. Its public names
@@ -39,6 +39,7 @@ _EXPORTS = {
     "PointGPTS": "point_gpt",
     "PointMAE": "point_mae",
     "PointMAEPretrainer": "point_mae_pretrain",
+    "PointMAESeg": "point_mae_seg",
     "PointMAETiny": "point_mae",
     "PointPatchTransformer": "point_transformer",
     "ReCon": "recon",
@@ -48,10 +49,13 @@ _EXPORTS = {
     "UnknownNameError": "errors",
     "backbone_defaults": "registry",
     "backbone_target_modules": "registry",
+    "backbone_task": "registry",
+    "backbone_trainable_extra": "registry",
     "chamfer_distance": "chamfer",
     "chamfer_l1": "chamfer",
     "chamfer_l2": "chamfer",
     "checkpoint_filter_fn": "checkpoint",
+    "classification_backbones": "registry",
     "create_backbone": "registry",
     "create_pretrainer": "registry",
     "farthest_point_sample": "tokenizer",

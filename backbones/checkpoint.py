@@ -27,8 +27,9 @@ layout                      how it is recognised / what happens                 
                             count: ``blocks.cls_head_finetune.*`` ignored (as the
                             official loader drops it).
 ``finetuned``               the model's own keys inside ``base_model`` / ``model``  strict
-                            / ``state_dict`` (official fine-tuned releases, this
-                            toolkit's exports).
+                            / ``state_dict`` / ``model_state_dict`` (official
+                            fine-tuned releases, the official segmentation
+                            ``best_model.pth``, this toolkit's exports).
 ``state_dict``              a bare state dict with the model's own keys.          strict
 ==========================  ====================================================  ===========
 
@@ -58,7 +59,7 @@ from .errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 #: Keys that hold the model's state dict inside a training checkpoint, in lookup order.
-CONTAINER_KEYS = ("base_model", "model", "state_dict")
+CONTAINER_KEYS = ("base_model", "model", "state_dict", "model_state_dict")
 #: Prefixes removed from every key before the layout is decided.
 WRAPPER_PREFIXES = ("module.", "base_model.")
 #: Layouts that must match the model exactly (when ``strict`` is not given).

@@ -22,6 +22,7 @@ from .point_bert import PointBERT
 from .point_gpt import PointGPTB, PointGPTL, PointGPTS
 from .point_mae import PointMAE, PointMAETiny
 from .point_mae_pretrain import PointMAEPretrainer, PointMAETinyPretrainer
+from .point_mae_seg import PointMAESeg
 from .recon import ReCon
 from .weights import SHIPPED_WEIGHTS, shipped_weights_path
 
@@ -75,6 +76,29 @@ def backbone_target_modules(name: str) -> list[str] | None:
     return list(targets) if targets else None
 
 
+def backbone_task(name: str) -> str:
+    """The task a registered backbone's head serves: ``"classification"`` (logits per cloud) or
+    ``"segmentation"`` (logits per point, ``point_mae_seg``).
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+    """
+    backbone_defaults(name)
+    return str(getattr(_REGISTRY[name], "task", "classification"))
+
+
+def classification_backbones() -> list[str]:
+    """The registered backbones with a classification head, sorted."""
+    return [name for name in list_backbones() if backbone_task(name) == "classification"]
+
+
+def backbone_trainable_extra(name: str) -> list[str] | None:
+    """The default ``peft.trainable_extra`` a registered backbone declares (``peft_trainable_extra``;
+    the part-segmentation model has no cls token: ``[]``), or None for the toolkit's default."""
+    extra = getattr(_REGISTRY.get(name), "peft_trainable_extra", None)
+    return list(extra) if extra is not None else None
+
+
 def _check_overrides(
     name: str, factory: Callable[..., nn.Module], overrides: Mapping[str, Any], extra: tuple[str, ...] = EXTRA_OPTIONS
 ) -> None:
@@ -117,7 +141,8 @@ def create_backbone(
 
     Args:
         name: one of :func:`list_backbones` (``"point_mae"``, ``"point_bert"``, ``"act"``,
-            ``"recon"``, ``"pointgpt_s"``, ``"pointgpt_b"``, ``"pointgpt_l"``).
+            ``"recon"``, ``"pointgpt_s"``, ``"pointgpt_b"``, ``"pointgpt_l"``; part segmentation:
+            ``"point_mae_seg"``, which also takes ``num_shape_classes``).
         num_classes: outputs of the classification head; may be left out when ``checkpoint`` is
             an export of this toolkit, which stores it.
         checkpoint: a path or an already loaded dict of any layout :func:`load_checkpoint`
@@ -169,6 +194,7 @@ def create_backbone(
 
 
 register_backbone("point_mae")(PointMAE)
+register_backbone("point_mae_seg")(PointMAESeg)
 register_backbone("point_mae_tiny")(PointMAETiny)
 register_backbone("point_bert")(PointBERT)
 register_backbone("act")(ACT)

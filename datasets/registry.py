@@ -29,6 +29,7 @@ from .fewshot import ModelNetFewShotDataset
 from .modelnet40 import ModelNet40Dataset
 from .scanobjectnn import ScanObjectNNDataset
 from .shapenet55 import ShapeNet55Dataset
+from .shapenetpart import NUM_PARTS, SHAPENETPART_PART_NAMES, SHAPENETPART_SOURCE, ShapeNetPartDataset
 
 #: Loader options that a run sets itself (it reads every stored point and picks ``npoints`` by FPS).
 RUN_OWNED_OPTIONS = ("npoints", "shuffle_points")
@@ -126,6 +127,16 @@ DATASETS: dict[str, DatasetSpec] = {
             synthetic_format="shapenet55",
             labelled=False,
         ),
+        DatasetSpec(
+            name="shapenetpart",  # part segmentation (task: segmentation); items carry part labels
+            loader=ShapeNetPartDataset,
+            source=SHAPENETPART_SOURCE,
+            default_root="data/shapenetcore_partanno_segmentation_benchmark_v0_normal",
+            class_names=SHAPENETPART_PART_NAMES,
+            num_classes=lambda options: NUM_PARTS,  # the model's outputs: part classes
+            normalize=True,
+            synthetic_format="shapenetpart",
+        ),
     )
 }
 
@@ -158,8 +169,9 @@ def build_dataset(name: str, root: Path | str, split: str, **options: object) ->
         name: ``"scanobjectnn"`` (options: variant in hardest/objbg/objonly, npoints,
             shuffle_points), ``"modelnet40"`` (npoints, use_normals, source in
             auto/txt/dat/h5, shuffle_points), ``"modelnet40_fewshot"`` (way, shot, fold,
-            npoints, use_normals, shuffle_points) or ``"shapenet55"`` (npoints, shuffle_points;
-            the pre-training set).
+            npoints, use_normals, shuffle_points), ``"shapenet55"`` (npoints, shuffle_points;
+            the pre-training set) or ``"shapenetpart"`` (npoints, use_normals; items are
+            ``(points, category, part labels (npoints,))``).
         root: the dataset folder (see each class).
         split: ``"train"`` or ``"test"``.
 

@@ -40,10 +40,13 @@ from backbones.errors import DataError
 
 from .classes import SCANOBJECTNN_CLASSES
 from .modelnet40 import SHAPE_NAMES_FILE, build_dat_cache
+from .part_shapes import PART_SHAPES, write_shapenetpart
 from .scanobjectnn import VARIANTS, scanobjectnn_relative_path
 from .shapes import SHAPES, box, rot_x, rot_y, rot_z, sample_shape
 
-FORMATS = ("scanobjectnn", "modelnet40", "shapenet55")
+FORMATS = ("scanobjectnn", "modelnet40", "shapenet55", "shapenetpart")
+#: ShapeNetPart defaults: train (incl. val) / test shapes, the 16 categories taking turns.
+SHAPENETPART_SIZES = (320, 160)
 #: ScanObjectNN defaults: train / test samples.
 SCANOBJECTNN_SIZES = (600, 150)
 #: ModelNet40 defaults: samples per class in each split — enough for every official few-shot fold
@@ -83,6 +86,7 @@ MODELNET40_SHAPES: tuple[str, ...] = tuple(
 ) + ("capsule", "desk", "sink", "bin", "cabinet", "bag", "pillow")
 
 SCAN_POINTS = 2048
+SHAPENETPART_POINTS = 2048  # mean points per file (the official files hold about 2,600)
 MODELNET_POINTS = 2048
 SHAPENET_POINTS = 8192
 _OVERSAMPLE = 2.0  # surface points drawn per kept point: room for occlusion and cropping
@@ -334,6 +338,8 @@ def default_split_sizes(
         defaults = (MODELNET40_PER_CLASS * num_classes, MODELNET40_PER_CLASS * num_classes)
     elif format == "shapenet55":
         defaults = (SHAPENET55_PER_CLASS[0] * len(SHAPES), SHAPENET55_PER_CLASS[1] * len(SHAPES))
+    elif format == "shapenetpart":
+        defaults = SHAPENETPART_SIZES
     else:
         defaults = SCANOBJECTNN_SIZES
     return (defaults[0] if num_train is None else num_train, defaults[1] if num_test is None else num_test)
@@ -359,13 +365,16 @@ def make_synthetic(
             ``modelnet40_normal_resampled`` text layout into ``out`` plus the FPS ``.dat``
             caches; ``num_classes`` classes, 2048 points per text file by default) or
             ``"shapenet55"`` (``ShapeNet-55/{train,test}.txt`` and ``shapenet_pc/*.npy``, one
-            taxonomy per procedural shape, 8192 points per cloud by default; unlabeled use).
+            taxonomy per procedural shape, 8192 points per cloud by default; unlabeled use)
+            or ``"shapenetpart"`` (the ``shapenetcore_partanno_segmentation_benchmark_v0_normal``
+            layout into ``out``: 16 procedural categories with their official part labels,
+            about ``num_points`` points per shape; :mod:`datasets.part_shapes`).
         out: the folder to write; use it as the dataset root. A new folder appears only when
             complete (written under a temporary name, then renamed); an existing one is written into.
         num_train, num_test: samples per split (classes balanced); None = 600 / 150 for
             ScanObjectNN, 20 per class in each split for ModelNet40 (800 / 800 with 40
-            classes: enough for every official 5/10-way 10/20-shot fold) and 40 / 10 per
-            shape for ShapeNet-55 (1880 / 470).
+            classes: enough for every official 5/10-way 10/20-shot fold), 40 / 10 per
+            shape for ShapeNet-55 (1880 / 470) and 320 / 160 for ShapeNetPart.
         seed: everything written is a function of the seed.
         num_points: points per sample (default 2048; ShapeNet-55 8192).
         variants: ScanObjectNN variants to write (hardest, objbg, objonly).
@@ -394,6 +403,10 @@ def make_synthetic(
             points = num_points or SCAN_POINTS
             write_scanobjectnn(target, num_train, num_test, seed, variants, background, points)
             classes = {name: SCANOBJECTNN_SHAPES[name] for name in SCANOBJECTNN_CLASSES}
+        elif format == "shapenetpart":
+            points = num_points or SHAPENETPART_POINTS
+            write_shapenetpart(target, num_train, num_test, seed, points)
+            classes = {name: f"procedural {name.lower()} with its official parts" for name in PART_SHAPES}
         elif format == "modelnet40":
             points = num_points or MODELNET_POINTS
             write_modelnet40(target, num_train, num_test, seed, points, num_classes)

@@ -138,6 +138,13 @@ def check_settings(settings: ComparisonSettings) -> dict[tuple[str, int], dict[s
                 configs[method, seed] = method_config(settings, method, seed)
             except ConfigError as error:
                 raise type(error)(f"{error} (in the config of method {method!r})") from None
+    task = next(iter(configs.values()))["task"]
+    if task != "classification":
+        raise ConfigError(
+            f"the comparison table covers classification (OA / mAcc); {settings.config} is a {task} config. Run "
+            "tools/finetune.py once per method (--method M) and read each run's summary.json, and "
+            "tools/profile_flops.py / tools/benchmark.py --task segmentation for the costs"
+        )
     return configs
 
 

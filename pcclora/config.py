@@ -447,17 +447,20 @@ def config_from_dict(
 
 def _default_targets_of_backbone(config: dict[str, Any]) -> None:
     """Fill ``peft.target_modules`` with the backbone's own default targets (PointGPT's extractor
-    ``attn.out_proj`` / ``mlp.0`` / ``mlp.2``) when the config and ``--set`` do not name any."""
+    ``attn.out_proj`` / ``mlp.0`` / ``mlp.2``) when the config and ``--set`` do not name any; likewise
+    ``peft.trainable_extra`` for a backbone that declares its own (``point_mae_seg``: none)."""
     peft = config.get(PEFT_SECTION)
     if peft is not None and not isinstance(peft, Mapping):
         return  # resolve_peft_config reports it
-    if peft is not None and "target_modules" in peft:
-        return
-    from backbones.registry import backbone_target_modules
+    from backbones.registry import backbone_target_modules, backbone_trainable_extra
 
-    targets = backbone_target_modules(str(config["backbone"]["name"]))
-    if targets:
-        config[PEFT_SECTION] = {**(peft or {}), "target_modules": targets}
+    name = str(config["backbone"]["name"])
+    targets = backbone_target_modules(name)
+    if targets and (peft is None or "target_modules" not in peft):
+        peft = config[PEFT_SECTION] = {**(peft or {}), "target_modules": targets}
+    extra = backbone_trainable_extra(name)
+    if extra is not None and (peft is None or "trainable_extra" not in peft):
+        config[PEFT_SECTION] = {**(peft or {}), "trainable_extra": extra}
 
 
 #: The official warm-up, in epochs; a run shorter than ten times this warms up for a tenth of it.

@@ -28,6 +28,7 @@ OFFICIAL_SETTINGS = {
 
 def test_every_packaged_config_is_listed_and_loads_with_the_official_settings():
     packaged = {"demo", "pretrain_shapenet55", "pretrain_tiny_synthetic", "transfer_tiny_synthetic"}
+    packaged |= {"shapenetpart", "shapenetpart_synthetic"}  # tests/test_segmentation_run.py
     assert set(OFFICIAL_SETTINGS) | packaged == set(
         available_configs()
     )  # the pre-training configs are checked in test_pretraining.py

@@ -462,7 +462,7 @@ def test_unknown_dataset_name_lists_the_valid_ones(tmp_path):
     with pytest.raises(
         UnknownNameError,
         match=r"unknown dataset 'shapenet' \(did you mean 'shapenet55'\?\); "
-        "choose one of scanobjectnn, modelnet40, modelnet40_fewshot, shapenet55",
+        "choose one of scanobjectnn, modelnet40, modelnet40_fewshot, shapenet55, shapenetpart",
     ):
         build_dataset("shapenet", tmp_path, "train")
 

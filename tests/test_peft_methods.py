@@ -379,7 +379,7 @@ REFUSED = {
 }
 
 
-@pytest.mark.parametrize("name", backbones.list_backbones())
+@pytest.mark.parametrize("name", backbones.classification_backbones())
 @pytest.mark.parametrize("method", PEERS)
 def test_every_method_trains_on_every_backbone_that_offers_what_it_needs(method, name, tiny_backbone):
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import backbones
 from backbones.errors import ModelConfigError
 from backbones.point_transformer import PointPatchTransformer, TokenState
 
-ALL = backbones.list_backbones()
+ALL = backbones.classification_backbones()
 #: The zoo's point-patch transformers (PointGPT is not one: its own sorted, causal extractor).
 ZOO = [name for name in ALL if not name.startswith("pointgpt")]
 

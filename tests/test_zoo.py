@@ -16,7 +16,7 @@ import torch
 import backbones
 from pcclora.peft import apply_peft, merge_adapters
 
-ZOO = backbones.list_backbones()
+ZOO = backbones.classification_backbones()  # point_mae_seg: tests/test_segmentation_model.py
 ADAPTER_METHODS = ("clora", "clora_shared", "lora")
 
 

@@ -33,7 +33,8 @@ def format_report(results: Mapping[str, Any]) -> str:
         + (f" ({env['gpu']})" if "gpu" in env else "")
         + f", torch {env['torch']}, {env['threads']} threads, {env['cpu_count']} CPUs, load avg "
         f"{env.get('load_average_1m', float('nan')):.2f} -> {env.get('load_average_1m_end') or float('nan'):.2f}",
-        f"Point-MAE {model['depth']}x{model['trans_dim']}, N={s['num_points']}, G={model['num_group']}, "
+        ("Point-MAE part segmentation" if s.get("backbone") == "point_mae_seg" else "Point-MAE")
+        + f" {model['depth']}x{model['trans_dim']}, N={s['num_points']}, G={model['num_group']}, "
         f"k={model['group_size']}, batch {s['batch_size']}; median of {s['repeats']} repeats after "
         f"{s['warmup']} warm-up, methods timed round-robin",
     ]

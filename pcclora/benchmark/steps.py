@@ -17,7 +17,7 @@ from torch import nn
 from backbones import create_backbone
 from pcclora.config import config_from_dict
 from pcclora.engine.optim import build_optimizer
-from pcclora.peft import apply_peft, regularization_terms, resolve_peft_config
+from pcclora.peft import apply_peft, regularization_terms
 from pcclora.peft.bases import CLoRABaseBank
 from pcclora.peft.config import BASE_SPACE_METHODS
 from pcclora.peft.layers import AdapterLinear
@@ -43,8 +43,9 @@ def build_model(settings: BenchmarkSettings, method: str | None) -> tuple[nn.Mod
     model = create_backbone(settings.backbone, num_classes=settings.num_classes, **settings.model)
     cfg = None
     if method is not None:
-        cfg = resolve_peft_config(settings.peft_config(method))
-        model = apply_peft(model, cfg)
+        # the raw block: a backbone's own defaults (point_mae_seg: no cls token to train) fill what it leaves out
+        model = apply_peft(model, settings.peft_config(method))
+        cfg = dict(model.peft_config)
     return model.to(settings.device).train(), cfg
 
 
@@ -68,8 +69,19 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 
 
 def training_loss(model: nn.Module, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE + the method's regularisers, as the engine trains (λ·SADE when λ > 0, PointLoRA's entropy loss)."""
-    loss = F.cross_entropy(model(points), labels)
+    """CE + the method's regularisers, as the engine trains (λ·SADE when λ > 0, PointLoRA's entropy loss).
+
+    A segmentation backbone (``point_mae_seg``) reads ``labels`` as the clouds' categories and is
+    trained on per-point CE, every point of a cloud labelled ``labels[b] % num_classes`` (the
+    cost of a step does not depend on the target values).
+    """
+    core = getattr(model, "module", model)
+    if getattr(core, "task", "classification") == "segmentation":
+        logits = model(points, labels % core.num_shape_classes)  # (B, N, P)
+        targets = (labels % logits.shape[-1]).repeat_interleave(points.shape[1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+    else:
+        loss = F.cross_entropy(model(points), labels)
     terms = regularization_terms(model)
     for weight, value in terms.values():
         loss = loss + weight * value

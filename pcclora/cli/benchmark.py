@@ -10,6 +10,11 @@ same figures as one JSON object instead.  See ``pcclora/benchmark/`` for what ea
     python tools/benchmark.py --device cuda --json > bench.json
     python tools/benchmark.py --only sade tokenizer
     python tools/benchmark.py --only tokenizer --contention 1 --repeats 21
+    python tools/benchmark.py --task segmentation --only train infer --threads 2
+
+``--task segmentation`` measures the Point-MAE part-segmentation model (``point_mae_seg``, 50 parts,
+16 categories, a per-point CE training step) with the methods that wrap its linear layers (the
+token-hook methods refuse it).
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ def parse_peft_overrides(items: list[str], methods: Sequence[str]) -> dict[str, 
     return peft
 
 
+#: The benchmark methods that apply to the segmentation model (they wrap its nn.Linear layers).
+SEGMENTATION_METHODS = ("full", "linear", "lora", "clora", "clora+sade", "clora_shared", "vera")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -114,7 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--infer-repeats", type=int, help="timed forward passes per model in 'infer' (default: 3 x repeats)"
     )
     parser.add_argument("--warmup", type=int, help="untimed repeats first (default: 1 cpu, 3 cuda)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=None,
+        help="default: all (segmentation: " + " ".join(SEGMENTATION_METHODS) + ")",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("classification", "segmentation"),
+        default="classification",
+        help="classification (point_mae, 15 classes) or part segmentation (point_mae_seg, 50 parts)",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -153,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sizes, options = split_overrides(args.set)
         model = {**POINT_MAE_SCANOBJECTNN, **parse_overrides(sizes)}
+        segmentation = args.task == "segmentation"
+        methods = args.methods or list(SEGMENTATION_METHODS if segmentation else METHODS)
         settings = BenchmarkSettings(
             device=args.device,
             batch_size=args.batch_size if args.batch_size is not None else (32 if cuda else 8),
@@ -160,14 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             repeats=args.repeats if args.repeats is not None else (20 if cuda else 5),
             infer_repeats=args.infer_repeats,
             warmup=args.warmup if args.warmup is not None else (3 if cuda else 1),
-            methods=tuple(args.methods),
+            methods=tuple(methods),
             sections=tuple(args.only),
             model=model,
             sade_weight=args.sade_weight,
             threads=args.threads,
             seed=args.seed,
             contention=args.contention,
-            peft=parse_peft_overrides(options, args.methods),
+            peft=parse_peft_overrides(options, methods),
+            backbone="point_mae_seg" if segmentation else "point_mae",
+            num_classes=50 if segmentation else 15,
         )
         progress = lambda section: print(f"[benchmark] {section} ...", file=sys.stderr, flush=True)  # noqa: E731
         results = run_benchmark(settings, progress=progress)

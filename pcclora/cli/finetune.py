@@ -6,10 +6,11 @@ Examples:
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --set peft.method=lora peft.rank=16
     python tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth --method idpt   # IDPT's recipe
     python tools/finetune.py --output runs/scanobjectnn_hardest/RUN --resume
+    python tools/finetune.py --cfg shapenetpart.yaml --ckpt pretrain.pth   # part segmentation (task: segmentation)
     torchrun --standalone --nproc_per_node=4 tools/finetune.py --cfg scanobjectnn_hardest.yaml --ckpt pretrain.pth
 
 The run folder (--output, default runs/<config>/<time>-seed<seed>) receives config.yaml, log.txt,
-metrics.csv, summary.json, curves.png, confusion.png and checkpoints/{last,best}.pth.
+metrics.csv, summary.json, curves.png, confusion.png (segmentation: parts.png) and checkpoints/{last,best}.pth.
 A new run refuses a folder that holds an earlier run: continue that run with --resume, or start
 again with --overwrite. One run at a time holds a folder (its .lock file); a second one fails at once.
 Everything is checked before the first file is written: a refused command changes no file.

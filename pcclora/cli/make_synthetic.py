@@ -3,10 +3,11 @@
   python tools/make_synthetic.py --format scanobjectnn --out data/ScanObjectNN
   python tools/make_synthetic.py --format modelnet40 --out data/ModelNet/modelnet40_normal_resampled
   python tools/make_synthetic.py --format shapenet55 --out data/ShapeNet55-34
+  python tools/make_synthetic.py --format shapenetpart --out data/shapenetcore_partanno_segmentation_benchmark_v0_normal
   python tools/make_synthetic.py --format modelnet40_fewshot \\
       --source data/ModelNet/modelnet40_normal_resampled --out data/ModelNetFewshot
 
-scanobjectnn, modelnet40 and shapenet55 write procedural shapes (see datasets/synthetic.py;
+scanobjectnn, modelnet40, shapenet55 and shapenetpart write procedural shapes (see datasets/synthetic.py;
 shapenet55: the pre-training layout, one taxonomy per shape, 40 / 10 instances per shape and
 8192 points per cloud by default); modelnet40_fewshot draws ``{way}way{shot}shot/{fold}.pkl``
 folds from any ModelNet40 folder (real or synthetic).
@@ -29,20 +30,24 @@ from pcclora.cli.common import run_tool
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--format", required=True, choices=("scanobjectnn", "modelnet40", "shapenet55", "modelnet40_fewshot")
+        "--format",
+        required=True,
+        choices=("scanobjectnn", "modelnet40", "shapenet55", "shapenetpart", "modelnet40_fewshot"),
     )
     parser.add_argument("--out", required=True, type=Path, help="folder to write (the dataset root)")
     parser.add_argument("--seed", type=int, default=0)
-    synthetic = parser.add_argument_group("scanobjectnn / modelnet40 / shapenet55")
+    synthetic = parser.add_argument_group("scanobjectnn / modelnet40 / shapenet55 / shapenetpart")
     synthetic.add_argument(
         "--num-train",
         type=int,
-        help="train samples (default: 600 for scanobjectnn, 20 per class for modelnet40, 40 per shape for shapenet55)",
+        help="train samples (default: 600 for scanobjectnn, 20 per class for modelnet40, 40 per shape for "
+        "shapenet55, 320 for shapenetpart)",
     )
     synthetic.add_argument(
         "--num-test",
         type=int,
-        help="test samples (default: 150 for scanobjectnn, 20 per class for modelnet40, 10 per shape for shapenet55)",
+        help="test samples (default: 150 for scanobjectnn, 20 per class for modelnet40, 10 per shape for "
+        "shapenet55, 160 for shapenetpart)",
     )
     synthetic.add_argument(
         "--num-points", type=int, default=None, help="points per sample (default 2048; shapenet55: 8192)"

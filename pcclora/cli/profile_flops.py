@@ -3,6 +3,7 @@
     python tools/profile_flops.py --cfg scanobjectnn_hardest.yaml
     python tools/profile_flops.py --cfg scanobjectnn_hardest.yaml --method clora --json --no-latency
     python tools/profile_flops.py --cfg demo --method idpt pointgst --set peft.idpt.prompt_layer=3 peft.pointgst.local=8
+    python tools/profile_flops.py --cfg shapenetpart.yaml --no-latency   (part segmentation, batch 1, 2048 points)
 
 For every method (default: all of them) the config's backbone is built with random weights (the
 counts do not depend on them) and profiled at batch 1 and the config's ``dataset.npoints``: total
@@ -21,6 +22,7 @@ import json
 from collections.abc import Sequence
 
 from backbones.errors import ConfigError
+from backbones.registry import backbone_task
 from pcclora.cli.common import echo_translation, run_tool
 from pcclora.config import load_config
 from pcclora.device import resolve_device
@@ -35,6 +37,8 @@ from pcclora.profiling.methods import (
 )
 
 DEFAULT_METHODS = PEFT_METHODS
+#: The methods that apply to a segmentation backbone (the token-hook methods refuse it).
+SEGMENTATION_METHODS = ("clora", "clora_shared", "lora", "full", "linear", "vera")
 JSON_KEYS = ("method", "params_total", "params_trainable", *COMPUTE_KEYS, "merged")
 
 
@@ -47,9 +51,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--method",
         nargs="+",
         choices=PEFT_METHODS,
-        default=list(DEFAULT_METHODS),
+        default=None,
         metavar="M",
-        help=f"methods among {', '.join(PEFT_METHODS)} (default: {' '.join(DEFAULT_METHODS)})",
+        help=f"methods among {', '.join(PEFT_METHODS)} (default: {' '.join(DEFAULT_METHODS)}; for a "
+        f"segmentation backbone the methods that wrap its linear layers: {' '.join(SEGMENTATION_METHODS)})",
     )
     parser.add_argument(
         "--set",
@@ -94,7 +99,8 @@ def report_text(args: argparse.Namespace) -> str:
         )
     config = load_config(args.cfg, args.overrides, echo=echo_translation)
     device = resolve_device(args.device, allow_auto=False)
-    methods = list(dict.fromkeys(args.method))
+    segmentation = backbone_task(config["backbone"]["name"]) == "segmentation"
+    methods = list(dict.fromkeys(args.method or (SEGMENTATION_METHODS if segmentation else DEFAULT_METHODS)))
     # each method with its own peft block (its packaged recipe, then --set: peft.<method>.* reaches it)
     configs = {m: load_config(args.cfg, args.overrides, method=m, lenient_peft=True) for m in methods}
     backbone = build_backbone(config)

@@ -5,6 +5,7 @@ Examples:
     python tools/test.py --ckpt runs/.../best.pth --votes 10 --data-root data/ScanObjectNN
     python tools/test.py --ckpt runs/.../best.pth --export scan_hardest_clora_merged.pth
     python tools/test.py --cfg scanobjectnn_hardest.yaml --ckpt scan_hardest.pth   (official fine-tuned file)
+    python tools/test.py --ckpt runs/shapenetpart/RUN/checkpoints/best.pth   (part segmentation: mIoU)
 
 A run checkpoint carries its config (the backbone is rebuilt from backbone.checkpoint, the trained
 tensors are loaded on top); --cfg is needed only for official fine-tuned files. A pre-training
@@ -62,6 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     epoch = f", epoch {result['epoch']}" if "epoch" in result else ""
     print(f"checkpoint {result['checkpoint']} ({result['method']}{epoch}), {result['num_samples']} test samples")
+    if "per_category_iou" in result:  # part segmentation
+        rows = [[name, f"{iou:.2f}"] for name, iou in result["per_category_iou"].items()]
+        print(render_table(["category", "mIoU %"], rows))
+        print(f"Ins mIoU {result['ins_miou']:.2f}  Cls mIoU {result['cls_miou']:.2f}  Acc {result['acc']:.2f}")
+        if "export" in result:
+            print(f"exported the merged model to {result['export']}")
+        return 0
     rows = [
         [row["class"], str(row["samples"]), "-" if row["accuracy"] is None else f"{row['accuracy']:.2f}"]
         for row in result["per_class"]

@@ -15,7 +15,7 @@ from pcclora.config import load_config
 from pcclora.engine import finetune, load_run_for_resume
 
 #: The tool that runs each task.
-TASK_TOOLS = {"classification": "finetune", "pretraining": "pretrain"}
+TASK_TOOLS = {"classification": "finetune", "segmentation": "finetune", "pretraining": "pretrain"}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, ckpt_help: str, export_help: str) -> None:
@@ -42,12 +42,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, ckpt_help: str, export_he
 
 
 def check_task(config: dict[str, Any], task: str, source: str) -> None:
-    """Refuse a config of another task, naming the tool that runs it.
+    """Refuse a config of a task another tool runs, naming that tool.
 
     Raises:
-        ConfigError: ``config["task"]`` is not ``task``.
+        ConfigError: ``config["task"]`` is run by another tool than ``task`` (finetune.py runs
+            classification and segmentation, pretrain.py pre-training).
     """
-    if config["task"] == task:
+    if TASK_TOOLS.get(config["task"], "finetune") == TASK_TOOLS[task]:
         return
     tool = TASK_TOOLS.get(config["task"], "finetune")
     raise ConfigError(

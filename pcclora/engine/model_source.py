@@ -76,6 +76,21 @@ def _num_classes(config: dict[str, Any], info: dict[str, Any]) -> int:
 
 
 def load_model_for_inference(path: str | Path, config: dict[str, Any] | None = None) -> LoadedModel:
+    """The trained classifier in ``path`` (see :func:`_load_model_for_inference`).
+
+    Raises:
+        ConfigError: also for a part-segmentation model, which labels points, not clouds.
+    """
+    loaded = _load_model_for_inference(path, config)
+    if getattr(loaded.model, "task", "classification") == "segmentation":
+        raise ConfigError(
+            f"{path} holds a part-segmentation model ({type(loaded.model).__name__}); predictions classify whole "
+            "clouds. Evaluate it with tools/test.py, or call model(points, shape_label) -> (B, N, parts) in Python"
+        )
+    return loaded
+
+
+def _load_model_for_inference(path: str | Path, config: dict[str, Any] | None = None) -> LoadedModel:
     """The trained model in ``path`` and what predictions need to know about it.
 
     Args:

@@ -63,7 +63,7 @@ from pcclora.engine.summary import best_epoch_row, build_summary, evaluated_rows
 from pcclora.engine.task import Evaluation, Task, get_task
 
 # The built-in tasks register themselves on import (a config names one with ``task:``).
-from pcclora.engine import classification, pretraining  # noqa: E402, F401  isort: skip
+from pcclora.engine import classification, pretraining, segmentation  # noqa: E402, F401  isort: skip
 from pcclora.engine.trainer import check_finite_state, nonfinite_state
 from pcclora.peft import METHODS, count_parameters
 from pcclora.profiling import profile

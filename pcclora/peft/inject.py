@@ -70,6 +70,9 @@ def apply_peft(model: nn.Module, cfg: Mapping[str, Any] | None = None) -> nn.Mod
     model_targets = getattr(model, "peft_target_modules", None)
     if model_targets and (cfg is None or "target_modules" not in cfg):
         config["target_modules"] = list(model_targets)
+    model_extra = getattr(model, "peft_trainable_extra", None)
+    if model_extra is not None and (cfg is None or "trainable_extra" not in cfg):
+        config["trainable_extra"] = list(model_extra)  # e.g. no cls token to train
     if is_adapted(model):
         raise StateError(
             f"this {type(model).__name__} is already adapted "
