@@ -385,7 +385,7 @@ def markdown_report(
         "",
         f"Command: `{settings.command}`" if settings.command else "",
         "",
-        f"- backbone `{backbone['name']}` ({sizes}), checkpoint: {backbone['checkpoint'] or 'none (random weights)'}",
+        f"- backbone `{backbone['name']}` ({sizes}), weights: {_weights_source(backbone)}",
         f"- data `{config['dataset']['name']}` ({config['dataset'].get('variant')}), {config['dataset']['npoints']} "
         f"points, epochs 0..{config['training']['max_epoch']}, batch {config['training']['batch_size']}, seeds "
         f"{', '.join(map(str, settings.seeds))}; each method with its packaged recipe (docs/recipes.md)",
@@ -499,3 +499,12 @@ def run_comparison(settings: ComparisonSettings) -> list[dict[str, Any]]:
     settings.log(markdown_table(rows))
     settings.log(f"[compare] wrote {', '.join(str(output / name) for name in OUTPUT_FILES)}")
     return rows
+
+
+def _weights_source(backbone: dict[str, Any]) -> str:
+    """Where a comparison's backbone weights come from, for the table's header."""
+    if backbone.get("checkpoint"):
+        return f"checkpoint {backbone['checkpoint']}"
+    if backbone.get("pretrained"):
+        return "the pre-trained weights shipped with pcclora"
+    return "none (random weights)"
