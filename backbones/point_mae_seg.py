@@ -31,7 +31,7 @@ from torch import nn
 from .errors import InputShapeError, ModelConfigError
 from .layers import TransformerEncoder, linear_drop_path_rates
 from .patch_encoder import PatchEncoder
-from .point_transformer import _check_sizes, check_cloud
+from .point_transformer import check_cloud, check_transformer_sizes, init_all_but_head
 from .propagation import FeaturePropagation
 from .tokenizer import Group
 
@@ -112,7 +112,8 @@ class PointMAESeg(nn.Module):
         tokenizer_backend: str = "auto",
     ) -> None:
         super().__init__()
-        _check_sizes(
+        check_transformer_sizes(
+            drop_path_rate,
             num_classes=num_classes,
             num_shape_classes=num_shape_classes,
             trans_dim=trans_dim,
@@ -122,18 +123,11 @@ class PointMAESeg(nn.Module):
             group_size=group_size,
             encoder_dims=encoder_dims,
         )
-        if trans_dim % num_heads != 0:
-            raise ModelConfigError(
-                f"trans_dim {trans_dim} is not divisible by num_heads {num_heads}; "
-                "choose num_heads among the divisors of trans_dim (the official model uses 384 / 6)"
-            )
         if encoder_dims != trans_dim:
             raise ModelConfigError(
                 f"Point-MAE needs encoder_dims == trans_dim (it has no reduce_dim), got "
                 f"encoder_dims={encoder_dims}, trans_dim={trans_dim}"
             )
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ModelConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.num_classes = int(num_classes)
         self.num_shape_classes = int(num_shape_classes)
         self.trans_dim = int(trans_dim)
@@ -175,17 +169,7 @@ class PointMAESeg(nn.Module):
     def _init_backbone_weights(self) -> None:
         """Transformer side as the toolkit's classifiers (truncated normal, std 0.02); the head
         keeps PyTorch's default initialisation, as the official segmentation model."""
-        head = {id(m) for name in self.head_module_names for m in getattr(self, name).modules()}
-        for module in self.modules():
-            if id(module) in head:
-                continue
-            if isinstance(module, (nn.Linear, nn.Conv1d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_all_but_head(self)
 
     # ----------------------------------------------------------------------------------------
     # inputs

@@ -140,7 +140,8 @@ class PointPatchTransformer(nn.Module):
         tokenizer_backend: str = "auto",
     ) -> None:
         super().__init__()
-        _check_sizes(
+        check_transformer_sizes(
+            drop_path_rate,
             num_classes=num_classes,
             trans_dim=trans_dim,
             depth=depth,
@@ -149,13 +150,6 @@ class PointPatchTransformer(nn.Module):
             group_size=group_size,
             encoder_dims=encoder_dims,
         )
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ModelConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        if trans_dim % num_heads != 0:
-            raise ModelConfigError(
-                f"trans_dim {trans_dim} is not divisible by num_heads {num_heads}; "
-                f"choose num_heads among the divisors of trans_dim (the official model uses 384 / 6)"
-            )
         num_classes, trans_dim, depth, num_heads, num_group, group_size, encoder_dims = (
             int(v) for v in (num_classes, trans_dim, depth, num_heads, num_group, group_size, encoder_dims)
         )
@@ -191,17 +185,7 @@ class PointPatchTransformer(nn.Module):
         scripts use when they start from a pre-trained checkpoint (their ``_init_weights`` runs
         only when there is no checkpoint).
         """
-        head = {id(m) for name in self.head_module_names for m in getattr(self, name).modules()}
-        for module in self.modules():
-            if id(module) in head:
-                continue
-            if isinstance(module, (nn.Linear, nn.Conv1d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_all_but_head(self)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
 
@@ -450,6 +434,36 @@ def check_cloud(points: torch.Tensor, num_group: int, group_size: int) -> None:
     if not torch.isfinite(points).all():
         bad = int((~torch.isfinite(points)).sum())
         raise InputShapeError(f"points contain {bad} NaN or infinite coordinates; clean or drop those clouds first")
+
+
+def check_transformer_sizes(drop_path_rate: float, **sizes: int) -> None:
+    """Raise :class:`ModelConfigError` unless every size is a positive integer, ``drop_path_rate``
+    is in [0, 1) and ``trans_dim`` is divisible by ``num_heads``."""
+    _check_sizes(**sizes)
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ModelConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+    trans_dim, num_heads = sizes["trans_dim"], sizes["num_heads"]
+    if trans_dim % num_heads != 0:
+        raise ModelConfigError(
+            f"trans_dim {trans_dim} is not divisible by num_heads {num_heads}; "
+            f"choose num_heads among the divisors of trans_dim (the official model uses 384 / 6)"
+        )
+
+
+def init_all_but_head(model: nn.Module) -> None:
+    """Truncated normal (std 0.02) for every Linear / Conv1d weight (zero bias) and unit LayerNorms,
+    outside the modules named in ``model.head_module_names`` (those keep PyTorch's defaults)."""
+    head = {id(m) for name in model.head_module_names for m in getattr(model, name).modules()}
+    for module in model.modules():
+        if id(module) in head:
+            continue
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def _check_sizes(**sizes: int) -> None:
