@@ -178,3 +178,21 @@ def mlp3_head(in_features: int, num_classes: int) -> nn.Sequential:
         nn.Dropout(0.5),
         nn.Linear(256, num_classes),
     )
+
+
+def init_all_but_head(model: nn.Module, head_names: Sequence[str] | None = None) -> None:
+    """The official from-scratch initialisation: truncated normal (std 0.02) for every Linear /
+    Conv1d weight (zero bias) and unit LayerNorms, outside the head modules (``head_names``,
+    module paths; default ``model.head_module_names``), which keep PyTorch's defaults."""
+    names = getattr(model, "head_module_names", ()) if head_names is None else head_names
+    head = {id(m) for name in names for m in model.get_submodule(name).modules()}
+    for module in model.modules():
+        if id(module) in head:
+            continue
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

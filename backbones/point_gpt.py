@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelConfigError
-from .layers import mlp3_head
+from .layers import init_all_but_head, mlp3_head
 from .patch_encoder import LargePatchEncoder, PatchEncoder
 from .point_transformer import check_cloud
 from .tokenizer import Group
@@ -344,17 +344,7 @@ class PointGPT(nn.Module):
     def _init_weights(self) -> None:
         """The official from-scratch initialisation; the head keeps PyTorch's default (as in the
         official fine-tuning from a checkpoint)."""
-        head = {id(m) for name in self.head_module_names for m in self.get_submodule(name).modules()}
-        for module in self.modules():
-            if id(module) in head:
-                continue
-            if isinstance(module, (nn.Linear, nn.Conv1d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_all_but_head(self)
         nn.init.normal_(self.blocks.sos)
         nn.init.normal_(self.generator_blocks.sos)
         nn.init.trunc_normal_(self.cls_token, std=0.02)

@@ -37,7 +37,7 @@ from torch import nn
 
 from .chamfer import CHAMFER_LOSSES, resolve_chamfer_backend
 from .errors import InputShapeError, ModelConfigError
-from .layers import TransformerEncoder, linear_drop_path_rates
+from .layers import TransformerEncoder, init_all_but_head, linear_drop_path_rates
 from .patch_encoder import PatchEncoder
 from .point_mae import POINT_MAE_TINY_SIZES
 from .point_transformer import check_cloud
@@ -71,14 +71,7 @@ class MaskTransformer(nn.Module):
             fused_attention=fused_attention,
         )
         self.norm = nn.LayerNorm(trans_dim)
-        for module in self.modules():  # the official init: truncated normal 0.02 for Linear and Conv1d
-            if isinstance(module, (nn.Linear, nn.Conv1d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_all_but_head(self, head_names=())  # the official init; this network has no head
 
     def forward(self, neighborhood: torch.Tensor, center: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encode the visible patches: neighborhood (B, G, k, 3), center (B, G, 3), mask (B, G)

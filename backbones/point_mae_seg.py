@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputShapeError, ModelConfigError
-from .layers import TransformerEncoder, linear_drop_path_rates
+from .layers import TransformerEncoder, init_all_but_head, linear_drop_path_rates
 from .patch_encoder import PatchEncoder
-from .point_transformer import check_cloud, check_transformer_sizes, init_all_but_head
+from .point_transformer import check_cloud, check_transformer_sizes
 from .propagation import FeaturePropagation
 from .tokenizer import Group
 

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .errors import InputShapeError, ModelConfigError
-from .layers import TransformerEncoder, linear_drop_path_rates
+from .layers import TransformerEncoder, init_all_but_head, linear_drop_path_rates
 from .patch_encoder import PatchEncoder
 from .tokenizer import Group, check_points, group_points
 
@@ -448,22 +448,6 @@ def check_transformer_sizes(drop_path_rate: float, **sizes: int) -> None:
             f"trans_dim {trans_dim} is not divisible by num_heads {num_heads}; "
             f"choose num_heads among the divisors of trans_dim (the official model uses 384 / 6)"
         )
-
-
-def init_all_but_head(model: nn.Module) -> None:
-    """Truncated normal (std 0.02) for every Linear / Conv1d weight (zero bias) and unit LayerNorms,
-    outside the modules named in ``model.head_module_names`` (those keep PyTorch's defaults)."""
-    head = {id(m) for name in model.head_module_names for m in getattr(model, name).modules()}
-    for module in model.modules():
-        if id(module) in head:
-            continue
-        if isinstance(module, (nn.Linear, nn.Conv1d)):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def _check_sizes(**sizes: int) -> None:

@@ -50,7 +50,6 @@ from pcclora.engine.data import RunData, build_run_data, ensure_synthetic, test_
 from pcclora.engine.distributed import (
     DistributedContext,
     all_gather_objects,
-    any_rank,
     broadcast_buffers,
     mean_over_ranks,
 )
@@ -61,6 +60,7 @@ from pcclora.engine.probe import linear_probe_accuracy
 from pcclora.engine.progress import Progress
 from pcclora.engine.seeding import MODEL_INIT_STREAM, derive_seed
 from pcclora.engine.task import Evaluation, Metric, Task, register_task
+from pcclora.engine.trainer import optimizer_step
 
 #: The ``pretraining:`` keys that are options of the pre-training network.
 OBJECTIVE_KEYS = ("mask_ratio", "mask_type", "loss")
@@ -279,15 +279,7 @@ class PretrainingTask(Task):
             )
             with autocast(context.device, training["amp"]):
                 loss = model(points)
-            if any_rank(not bool(torch.isfinite(loss)), context):
-                raise NonFiniteError(
-                    f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if training["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, training["grad_clip"])
-            optimizer.step()
+            optimizer_step(loss, optimizer, trainable, training["grad_clip"], context, epoch, index)
             value = float(loss.detach())
             total += value * points.shape[0]
             samples += points.shape[0]

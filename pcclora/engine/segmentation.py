@@ -28,13 +28,13 @@ from datasets import build_dataset, get_dataset_spec
 from pcclora.device import autocast
 from pcclora.engine.checkpoint import export_merged_state_dict, save_atomic
 from pcclora.engine.data import RunData, ensure_synthetic
-from pcclora.engine.distributed import DistributedContext, all_gather_objects, any_rank, mean_over_ranks
+from pcclora.engine.distributed import DistributedContext, all_gather_objects, mean_over_ranks
 from pcclora.engine.model import build_model, unwrap
 from pcclora.engine.progress import Progress
 from pcclora.engine.seg_metrics import PartSegScores, part_seg_scores, restricted_predictions, shape_iou
 from pcclora.engine.seg_plots import plot_part_predictions
 from pcclora.engine.task import Evaluation, Metric, Task, register_task
-from pcclora.peft import regularization_terms
+from pcclora.engine.trainer import optimizer_step, with_regularizers
 
 #: Test shapes kept for the figure of the last evaluation (one per category, at most this many).
 FIGURE_SHAPES = 4
@@ -137,21 +137,8 @@ class SegmentationTask(Task):
             with autocast(context.device, training["amp"]):
                 logits = model(points, categories)  # (B, N, P)
             ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), parts.reshape(-1))
-            terms = regularization_terms(core)
-            loss, reg = ce, torch.zeros((), device=ce.device)
-            for weight, value in terms.values():
-                loss = loss + weight * value
-                reg = reg + weight * value.detach()
-            sade = terms["sade"][1].detach() if "sade" in terms else torch.zeros((), device=ce.device)
-            if any_rank(not bool(torch.isfinite(loss)), context):
-                raise NonFiniteError(
-                    f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if training["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, training["grad_clip"])
-            optimizer.step()
+            loss, reg, sade = with_regularizers(ce, core)
+            optimizer_step(loss, optimizer, trainable, training["grad_clip"], context, epoch, index)
             batch = parts.shape[0]
             correct = (logits.detach().argmax(-1) == parts).sum()
             values = torch.stack([loss.detach(), ce.detach(), sade.to(loss.dtype), reg, correct.to(loss.dtype)])

@@ -54,6 +54,42 @@ def augment_batch(
     )
 
 
+def with_regularizers(loss: torch.Tensor, core_model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The task loss plus the method's weighted regularisers (after the forward: some are computed
+    there). Returns (total loss, the regularisers' weighted sum detached, SADE's value or 0)."""
+    terms = regularization_terms(core_model)
+    total, reg = loss, torch.zeros((), device=loss.device)
+    for weight, value in terms.values():
+        total = total + weight * value
+        reg = reg + weight * value.detach()
+    sade = terms["sade"][1].detach() if "sade" in terms else torch.zeros((), device=loss.device)
+    return total, reg, sade
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    trainable: list[nn.Parameter],
+    grad_clip: float,
+    context: DistributedContext,
+    epoch: int,
+    index: int,
+) -> None:
+    """One guarded update: stop on a non-finite loss (on any rank), then backward, clip the
+    gradient norm to ``grad_clip`` (0 = off) and step.
+
+    Raises:
+        NonFiniteError: the loss is NaN or infinite on some rank.
+    """
+    if any_rank(not bool(torch.isfinite(loss)), context):
+        raise NonFiniteError(f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+    optimizer.step()
+
+
 def train_one_epoch(
     model: nn.Module,
     core_model: nn.Module,
@@ -90,21 +126,8 @@ def train_one_epoch(
         with autocast(context.device, training["amp"]):
             logits = model(points)
         ce = classification_loss(logits.float(), labels, training["label_smoothing"])
-        terms = regularization_terms(core_model)  # after the forward: some are computed there
-        loss, reg = ce, torch.zeros((), device=ce.device)
-        for weight, value in terms.values():
-            loss = loss + weight * value
-            reg = reg + weight * value.detach()
-        sade = terms["sade"][1] if "sade" in terms else torch.zeros((), device=ce.device)
-        if any_rank(not bool(torch.isfinite(loss)), context):
-            raise NonFiniteError(
-                f"the training loss is {loss.item()} at epoch {epoch}, batch {index}: training stopped"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if training["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, training["grad_clip"])
-        optimizer.step()
+        loss, reg, sade = with_regularizers(ce, core_model)  # after the forward: some are computed there
+        optimizer_step(loss, optimizer, trainable, training["grad_clip"], context, epoch, index)
         batch = labels.shape[0]
         correct = (logits.argmax(-1) == labels).sum()
         # one device-to-host copy for the four figures instead of one each
